@@ -1,0 +1,130 @@
+"""Torch modules built from a block: the block itself and the networks that stack it
+(BLOCKQNN.md section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from blockqnn.space.nsc import Block, LayerType
+from blockqnn.space.ops import Add, Concat, ReLUConvBN, pool
+
+
+class BlockModule(nn.Module):
+    """One block: input (projected to ``width`` when needed), its layers, and the output made
+    by concatenating the layers no other layer uses (then a 1x1 unit back to ``width``)."""
+
+    def __init__(self, block: Block, in_channels: int, width: int, drop_path: float = 0.0):
+        super().__init__()
+        self.block = block
+        self.project = ReLUConvBN(in_channels, width, 1) if in_channels != width else nn.Identity()
+        ops: list[nn.Module] = []
+        for layer in block.body:
+            kind = LayerType(layer.type)
+            if kind == LayerType.CONV:
+                ops.append(ReLUConvBN(width, width, layer.kernel))
+            elif kind == LayerType.MAX_POOL:
+                ops.append(pool("max", layer.kernel))
+            elif kind == LayerType.AVG_POOL:
+                ops.append(pool("avg", layer.kernel))
+            elif kind == LayerType.IDENTITY:
+                ops.append(nn.Identity())
+            elif kind == LayerType.ADD:
+                ops.append(Add())
+            else:
+                ops.append(Concat(2, width))
+        self.ops = nn.ModuleList(ops)
+        self._preds = [layer.preds for layer in block.body]
+        self._leaves = block.leaves
+        self.output = Concat(len(self._leaves), width) if len(self._leaves) > 1 else nn.Identity()
+        if drop_path > 0:
+            from timm.layers import DropPath
+
+            self.drop_path: nn.Module = DropPath(drop_path)
+        else:
+            self.drop_path = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [self.project(x)]
+        for op, preds in zip(self.ops, self._preds):
+            outs.append(op(*(outs[p] for p in preds)))
+        leaves = [self.drop_path(outs[i]) for i in self._leaves]
+        return self.output(*leaves)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What a network is built for."""
+
+    num_classes: int = 10
+    in_channels: int = 3
+    input_size: int = 32
+    blocks_per_stage: int = 2  # N
+    width: int = 32  # F of the first stage, doubled after each pooling
+    stages: int = 3
+    drop_path: float = 0.0
+
+
+class BlockNetwork(nn.Module):
+    """Stem, ``stages`` stages of N blocks with max pooling /2 and width doubling between
+    them, then ReLU, global average pooling and a linear classifier."""
+
+    def __init__(self, block: Block, spec: NetworkSpec, stem: nn.Module):
+        super().__init__()
+        self.block = block
+        self.spec = spec
+        self.stem = stem
+        layers: list[nn.Module] = []
+        channels = spec.width
+        width = spec.width
+        for stage in range(spec.stages):
+            if stage > 0:
+                layers.append(nn.MaxPool2d(2, 2))
+                width *= 2
+            for _ in range(spec.blocks_per_stage):
+                layers.append(BlockModule(block, channels, width, spec.drop_path))
+                channels = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, spec.num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.stem(x)))
+
+
+def cifar_stem(spec: NetworkSpec) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(spec.in_channels, spec.width, 3, padding=1, bias=False), nn.BatchNorm2d(spec.width)
+    )
+
+
+def imagenet_stem(spec: NetworkSpec) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(spec.in_channels, spec.width, 7, stride=2, padding=3, bias=False),
+        nn.BatchNorm2d(spec.width),
+        nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1),
+    )
+
+
+#: Named network families, timm-style: name -> stem builder.
+STEMS: dict[str, Callable[[NetworkSpec], nn.Module]] = {
+    "cifar": cifar_stem,
+    "imagenet": imagenet_stem,
+}
+
+
+def build_network(block: Block | str | list, kind: str = "cifar", **spec_kwargs) -> BlockNetwork:
+    """Build the ``kind`` network ('cifar' or 'imagenet') from a block."""
+    from blockqnn.errors import ConfigError
+
+    if kind not in STEMS:
+        raise ConfigError(f"unknown network kind {kind!r}; known: {', '.join(sorted(STEMS))}")
+    if not isinstance(block, Block):
+        block = Block.parse(block)
+    spec = NetworkSpec(**spec_kwargs)
+    return BlockNetwork(block, spec, STEMS[kind](spec))

@@ -1,0 +1,104 @@
+"""Networks built from blocks: shapes, gradients, FLOPs, drawings, presets."""
+
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+
+from blockqnn.errors import BlockError, ConfigError
+from blockqnn.space.cost import count_flops, count_params
+from blockqnn.space.draw import draw_block
+from blockqnn.space.network import BlockModule, build_network
+from blockqnn.space.nsc import Block, random_block
+from blockqnn.space.presets import PRESETS, preset
+from tests.test_nsc import blocks
+
+
+def forward_backward(net, shape, classes):
+    x = torch.randn(shape)
+    y = net(x)
+    assert y.shape == (shape[0], classes)
+    assert torch.isfinite(y).all()
+    y.logsumexp(1).mean().backward()
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@settings(max_examples=25, deadline=None)
+@given(blocks(max_layers=23))
+def test_every_valid_block_builds_and_trains(block):
+    torch.manual_seed(0)
+    cifar = build_network(block, num_classes=10, in_channels=3, width=8, blocks_per_stage=1)
+    forward_backward(cifar, (2, 3, 32, 32), 10)
+    digits = build_network(block, num_classes=10, in_channels=1, width=8, blocks_per_stage=1)
+    forward_backward(digits, (2, 1, 8, 8), 10)
+
+
+def test_23_layer_block_trains_one_step():
+    block = random_block(random.Random(3), max_layers=23, min_layers=23)
+    assert len(block) == 23
+    net = build_network(block, num_classes=10, in_channels=3, width=16, blocks_per_stage=2)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    before = [p.detach().clone() for p in net.parameters()]
+    loss = torch.nn.functional.cross_entropy(net(x), y)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
+
+
+def test_imagenet_network_and_sizes():
+    net = build_network(preset("resnet_basic"), kind="imagenet", num_classes=7, width=8,
+                        stages=4, blocks_per_stage=1, input_size=64)
+    forward_backward(net, (2, 3, 64, 64), 7)
+    with pytest.raises(ConfigError, match="unknown network kind"):
+        build_network(preset("plain"), kind="mobile")
+
+
+def test_width_doubles_and_spatial_size_halves():
+    net = build_network(preset("resnet_basic"), width=16, blocks_per_stage=2, stages=3)
+    shapes = []
+    hook = lambda m, i, o: shapes.append(tuple(o.shape[1:]))  # noqa: E731
+    for m in net.features:
+        if isinstance(m, BlockModule):
+            m.register_forward_hook(hook)
+    net(torch.randn(1, 3, 32, 32))
+    assert shapes == [(16, 32, 32)] * 2 + [(32, 16, 16)] * 2 + [(64, 8, 8)] * 2
+
+
+def test_one_conv_block_flops_match_hand_calculation():
+    c, h, w = 16, 8, 8
+    block = BlockModule(Block.parse([[1, 1, 3, 0, 0]]), in_channels=c, width=c)
+    assert count_flops(block, (c, h, w)) == 2 * h * w * c * c * 3 * 3
+    assert count_params(block) == c * c * 9 + 2 * c
+    # A 5x5 conv then a 1x1 conv on different input channels (1x1 projection first).
+    two = BlockModule(Block.parse([[1, 1, 5, 0, 0], [2, 1, 1, 1, 0]]), in_channels=4, width=c)
+    assert count_flops(two, (4, h, w)) == 2 * h * w * (4 * c + c * c * 25 + c * c)
+
+
+def test_pool_only_block_has_no_conv_flops():
+    block = BlockModule(Block.parse([[1, 2, 3, 0, 0], [2, 3, 3, 1, 0]]), 8, 8)
+    assert count_flops(block, (8, 8, 8)) == 0
+
+
+def test_draw_png_and_svg(tmp_path):
+    files = draw_block(preset("inception"), tmp_path / "block.png")
+    assert [f.suffix for f in files] == [".png", ".svg"]
+    assert files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = files[1].read_text()
+    assert "5: conv 5x5" in svg and "6: max pool 3x3" in svg
+
+
+def test_presets_are_valid_and_documented():
+    for name, entry in PRESETS.items():
+        assert entry["source"]
+        assert preset(name).to_list() == entry["nsc"]
+    with pytest.raises(ConfigError, match="presets: "):
+        preset("nope")
+
+
+def test_build_network_refuses_bad_block():
+    with pytest.raises(BlockError, match="layer 1"):
+        build_network("[[1,1,2,0,0]]")
