@@ -1,0 +1,240 @@
+"""LightningDataModules for the search and for final training.
+
+Every module holds out a seeded validation split from the training set; during a search only
+``train_dataloader`` and ``val_dataloader`` are used, and the test split is never read
+(``test_dataloader`` loads it lazily, on first use, for final training only).
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import numpy as np
+import torch
+
+from blockqnn.data.tensors import TensorLoader, TensorSplit
+from blockqnn.errors import ConfigError
+
+# ----------------------------------------------------------------------------- sources
+# A source returns (train, test) TensorSplits (test may be a callable, loaded lazily).
+
+
+def _digits(cfg: dict) -> tuple[TensorSplit, Callable[[], TensorSplit]]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = torch.from_numpy((d.images / 16.0).astype(np.float32)).unsqueeze(1)
+    labels = torch.from_numpy(d.target.astype(np.int64))
+    # digits has no official test split: a fixed (seed-independent) stratified 20% is held out.
+    g = torch.Generator().manual_seed(20171)
+    test_mask = torch.zeros(len(labels), dtype=torch.bool)
+    for c in range(10):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        test_mask[idx[: len(idx) // 5]] = True
+    train = TensorSplit(images[~test_mask], labels[~test_mask])
+    return train, lambda: TensorSplit(images[test_mask], labels[test_mask])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != 0x08:
+        raise ConfigError(f"{path} is not an IDX file of unsigned bytes")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for candidate in (root / stem, root / f"{stem}.gz", root / "fashion-mnist" / f"{stem}.gz"):
+        if candidate.exists():
+            return candidate
+    raise ConfigError(
+        f"data.root={root}: no {stem}[.gz] there (Fashion-MNIST IDX files; on Debian: "
+        "apt-get install dataset-fashion-mnist, root /usr/share/datasets/fashion-mnist)"
+    )
+
+
+def _fashion_mnist(cfg: dict):
+    root = Path(cfg.get("root") or "/usr/share/datasets/fashion-mnist")
+    if not root.is_dir():
+        raise ConfigError(f"data.root={root} is not a folder (Fashion-MNIST IDX files)")
+
+    def split(prefix: str) -> TensorSplit:
+        images = _read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
+        labels = _read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
+        return TensorSplit(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+
+    return split("train"), lambda: split("t10k")
+
+
+def _cifar(cls_name: str):
+    def load(cfg: dict):
+        import torchvision
+
+        base = getattr(torchvision.datasets, cls_name)
+        root = cfg.get("root")
+        if not root:
+            raise ConfigError(f"data.root is required for data={cls_name.lower()}")
+        verify = bool(cfg.get("verify", True))
+
+        class Checked(base):  # type: ignore[misc, valid-type]
+            # data.verify=false checks that the files exist, not their md5 sums.
+            if not verify:
+                train_list = [[name, None] for name, _ in base.train_list]
+                test_list = [[name, None] for name, _ in base.test_list]
+                meta = {**base.meta, "md5": None}
+
+        def split(train: bool) -> TensorSplit:
+            try:
+                ds = Checked(root, train=train, download=bool(cfg.get("download", False)))
+            except RuntimeError as exc:
+                raise ConfigError(
+                    f"data.root={root}: {exc} (torchvision's {cls_name} python format; "
+                    "data.download=true fetches it)"
+                ) from None
+            images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+            return TensorSplit(images, torch.tensor(ds.targets, dtype=torch.int64))
+
+        return split(True), lambda: split(False)
+
+    return load
+
+
+def _image_folder_split(folder: Path, size: int) -> TensorSplit:
+    """Decode a torchvision ImageFolder into uint8 tensors of ``size`` x ``size``."""
+    import torchvision
+    from torchvision.transforms import v2
+
+    resize = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True)])
+    ds = torchvision.datasets.ImageFolder(str(folder), transform=resize)
+    if len(ds) == 0:
+        raise ConfigError(f"{folder} has no images")
+    images = torch.empty((len(ds), 3, size, size), dtype=torch.uint8)
+    labels = torch.tensor(ds.targets, dtype=torch.int64)
+    for i in range(len(ds)):
+        img = ds[i][0]
+        images[i] = img if img.shape[0] == 3 else img.expand(3, -1, -1)
+    return TensorSplit(images, labels)
+
+
+def _image_folder(cfg: dict):
+    root = Path(cfg.get("root") or "")
+    if not cfg.get("root") or not (root / "train").is_dir():
+        raise ConfigError(
+            f"data.root={cfg.get('root')}: expected an ImageNet-style folder with "
+            "train/<class>/<image> and test/<class>/<image>"
+        )
+    size = int(cfg.get("input_size", 32))
+    return _image_folder_split(root / "train", size), lambda: _image_folder_split(root / "test", size)
+
+
+def _synthetic(cfg: dict):
+    g = torch.Generator().manual_seed(int(cfg.get("data_seed", 0)))
+    c, s, k = int(cfg.get("in_channels", 3)), int(cfg.get("input_size", 32)), int(cfg.get("num_classes", 10))
+
+    def make(n: int) -> TensorSplit:
+        return TensorSplit(torch.randn(n, c, s, s, generator=g), torch.randint(0, k, (n,), generator=g))
+
+    train = make(int(cfg.get("train_size", 1024)))
+    test = make(int(cfg.get("test_size", 256)))
+    return train, lambda: test
+
+
+SOURCES: dict[str, Callable[[dict], Any]] = {
+    "digits": _digits,
+    "fashion_mnist": _fashion_mnist,
+    "cifar10": _cifar("CIFAR10"),
+    "cifar100": _cifar("CIFAR100"),
+    "image_folder": _image_folder,
+    "synthetic": _synthetic,
+}
+
+
+class TensorDataModule(L.LightningDataModule):
+    """A data module over an in-memory dataset, with a seeded validation split."""
+
+    def __init__(
+        self,
+        name: str,
+        batch_size: int = 256,
+        seed: int = 0,
+        val_fraction: float = 0.1,
+        augment: dict | None = None,
+        device: str | torch.device = "cpu",
+        eval_batch_size: int | None = None,
+        **source_cfg: Any,
+    ):
+        super().__init__()
+        if name not in SOURCES:
+            raise ConfigError(f"unknown data {name!r}; known: {', '.join(SOURCES)}")
+        if not 0.0 < float(val_fraction) < 1.0:
+            raise ConfigError(f"data.val_fraction={val_fraction} must be in (0, 1)")
+        self.name = name
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or max(batch_size, 512))
+        self.seed = int(seed)
+        self.val_fraction = float(val_fraction)
+        self.augment = dict(augment or {})
+        self.device = torch.device(device)
+        self.source_cfg = dict(source_cfg)
+        self._train: TensorSplit | None = None
+        self._val: TensorSplit | None = None
+        self._test_loader: Callable[[], TensorSplit] | None = None
+        self._test: TensorSplit | None = None
+        self.test_reads = 0  # how often the test split was read (must stay 0 in a search)
+
+    # Lightning calls setup() on every process; loading is cached so it happens once.
+    def setup(self, stage: str | None = None) -> None:
+        if self._train is not None:
+            return
+        full, self._test_loader = SOURCES[self.name](self.source_cfg)
+        g = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(len(full), generator=g)
+        n_val = max(1, int(round(len(full) * self.val_fraction)))
+        train, val = full.subset(order[n_val:]), full.subset(order[:n_val])
+        # Normalisation statistics from the training part only.
+        sample = train.images[:20000].float()
+        if train.images.dtype == torch.uint8:
+            sample = sample / 255.0
+        self.mean = sample.mean(dim=(0, 2, 3))
+        self.std = sample.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        self._train, self._val = train.to(self.device), val.to(self.device)
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return int(max(self._train.labels.max(), self._val.labels.max()).item()) + 1
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        self.setup()
+        return tuple(self._train.images.shape[1:])  # type: ignore[return-value]
+
+    def train_dataloader(self) -> TensorLoader:
+        self.setup()
+        return TensorLoader(self._train, self.batch_size, self.mean, self.std, shuffle=True,
+                            augment=self.augment, seed=self.seed)
+
+    def val_dataloader(self) -> TensorLoader:
+        self.setup()
+        return TensorLoader(self._val, self.eval_batch_size, self.mean, self.std)
+
+    def test_dataloader(self) -> TensorLoader:
+        self.setup()
+        if self._test is None:
+            self.test_reads += 1
+            self._test = self._test_loader().to(self.device)
+        return TensorLoader(self._test, self.eval_batch_size, self.mean, self.std)
+
+
+def build_datamodule(data_cfg: dict, batch_size: int, seed: int, device: str = "cpu") -> TensorDataModule:
+    cfg = dict(data_cfg)
+    name = cfg.pop("name")
+    return TensorDataModule(name=name, batch_size=batch_size, seed=seed, device=device, **cfg)

@@ -1,0 +1,145 @@
+"""Data modules: shapes, classes, seeded validation split, the test split left unread."""
+
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from blockqnn.data.modules import build_datamodule
+from blockqnn.data.tensors import random_crop_flip
+from blockqnn.errors import ConfigError
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpg.tar.gz"
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def first_batch(dm, which="train"):
+    return next(iter(getattr(dm, f"{which}_dataloader")()))
+
+
+def test_digits_split_and_shapes():
+    dm = build_datamodule({"name": "digits", "val_fraction": 0.2}, batch_size=32, seed=0)
+    dm.setup("fit")
+    x, y = first_batch(dm)
+    assert x.shape == (32, 1, 8, 8) and x.dtype == torch.float32
+    assert dm.num_classes == 10 and dm.shape == (1, 8, 8)
+    n_train, n_val = len(dm._train), len(dm._val)
+    assert n_val == round((n_train + n_val) * 0.2)
+    assert dm.test_reads == 0
+    # Same seed, same split; another seed, another split.
+    again = build_datamodule({"name": "digits", "val_fraction": 0.2}, batch_size=32, seed=0)
+    other = build_datamodule({"name": "digits", "val_fraction": 0.2}, batch_size=32, seed=1)
+    again.setup(), other.setup()
+    assert torch.equal(again._val.images, dm._val.images)
+    assert not torch.equal(other._val.images, dm._val.images)
+    test_x, _ = first_batch(dm, "test")
+    assert dm.test_reads == 1 and test_x.shape[1:] == (1, 8, 8)
+    # The held-out test images are in neither the training nor the validation part.
+    tr = {bytes(t.numpy()) for t in dm._train.images}
+    assert not any(bytes(t.numpy()) in tr for t in dm._test.images[:50])
+
+
+def write_cifar(root: Path, name: str, classes: int, n: int):
+    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    key = "labels" if name == "cifar10" else "fine_labels"
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] if name == "cifar10" else ["train", "test"]
+    for f in files:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        with open(folder / f, "wb") as fh:
+            pickle.dump({"data": data, key: list(rng.integers(0, classes, n)), }, fh)
+    meta = ("batches.meta", "label_names") if name == "cifar10" else ("meta", "fine_label_names")
+    with open(folder / meta[0], "wb") as fh:
+        pickle.dump({meta[1]: [f"c{i}" for i in range(classes)]}, fh)
+
+
+@pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_format(tmp_path, name, classes):
+    write_cifar(tmp_path, name, classes, 40)
+    cfg = {"name": name, "root": str(tmp_path), "download": False, "verify": False,
+           "val_fraction": 0.1, "augment": {"crop_padding": 4, "flip": True}}
+    dm = build_datamodule(cfg, batch_size=16, seed=0)
+    x, y = first_batch(dm)
+    assert x.shape == (16, 3, 32, 32) and int(y.max()) < classes
+    n = 40 * (5 if name == "cifar10" else 1)
+    assert len(dm._train) + len(dm._val) == n
+    assert dm.test_reads == 0
+    # md5 verification (the default) refuses files that are not the real ones.
+    with pytest.raises(ConfigError, match="data.root"):
+        build_datamodule({**cfg, "verify": True}, batch_size=16, seed=0).setup()
+
+
+def write_folder(root: Path, classes=3, per_class=4, size=20):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
+
+
+def test_image_folder(tmp_path):
+    write_folder(tmp_path)
+    dm = build_datamodule({"name": "image_folder", "root": str(tmp_path), "input_size": 16,
+                           "val_fraction": 0.25}, batch_size=4, seed=0)
+    x, y = first_batch(dm)
+    assert x.shape == (4, 3, 16, 16)
+    assert dm.num_classes == 3 and len(dm._train) == 9 and len(dm._val) == 3
+    assert dm.test_reads == 0
+    with pytest.raises(ConfigError, match="train/<class>"):
+        build_datamodule({"name": "image_folder", "root": str(tmp_path / "nope")}, 4, 0).setup()
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.exists(), reason="../shared/data/cifar10_jpg.tar.gz is absent")
+def test_image_folder_on_shared_cifar10_jpegs(tmp_path):
+    per = {}
+    with tarfile.open(SHARED_CIFAR) as tar:
+        members = []
+        for m in tar:
+            parts = m.name.split("/")
+            if m.isfile() and len(parts) == 3:
+                k = (parts[0], parts[1])
+                if per.get(k, 0) < 5:
+                    per[k] = per.get(k, 0) + 1
+                    members.append(m)
+        tar.extractall(tmp_path, members=members, filter="data")
+    dm = build_datamodule({"name": "image_folder", "root": str(tmp_path), "input_size": 32,
+                           "val_fraction": 0.2}, batch_size=8, seed=0)
+    x, y = first_batch(dm)
+    assert x.shape == (8, 3, 32, 32)
+    assert dm.num_classes == 10 and len(dm._train) + len(dm._val) == 50
+
+
+@pytest.mark.skipif(not FASHION.exists(), reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_from_debian_package():
+    dm = build_datamodule({"name": "fashion_mnist", "root": str(FASHION), "val_fraction": 0.1}, 128, 0)
+    x, y = first_batch(dm)
+    assert x.shape == (128, 1, 28, 28)
+    assert len(dm._train) + len(dm._val) == 60000 and dm.num_classes == 10
+    assert dm.test_reads == 0
+
+
+def test_fashion_mnist_missing_root(tmp_path):
+    with pytest.raises(ConfigError, match="train-images-idx3-ubyte"):
+        build_datamodule({"name": "fashion_mnist", "root": str(tmp_path)}, 8, 0).setup()
+
+
+def test_synthetic_and_unknown():
+    dm = build_datamodule({"name": "synthetic", "in_channels": 3, "input_size": 16, "num_classes": 5,
+                           "train_size": 64}, 8, 0)
+    assert first_batch(dm)[0].shape == (8, 3, 16, 16)
+    with pytest.raises(ConfigError, match="unknown data"):
+        build_datamodule({"name": "mnist"}, 8, 0)
+
+
+def test_augmentation_is_per_sample():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6).repeat(64, 1, 1, 1)
+    out = random_crop_flip(x, 2, True, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert len({bytes(o.numpy()) for o in out}) > 10  # different crops/flips per sample
