@@ -1,0 +1,48 @@
+"""The ask/tell interface every search strategy implements."""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from typing import Any
+
+from blockqnn.space.nsc import DEFAULT_MAX_LAYERS, Block
+
+
+def rng_state(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_rng_state(rng: random.Random, state: list) -> None:
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+
+
+class Agent(ABC):
+    """A search strategy. ``ask(epsilon)`` proposes a block, ``tell(block, reward)`` teaches it
+    the result. Each agent owns a seeded ``random.Random``, independent of the global random
+    state that training touches, and round-trips through plain JSON-able ``state_dict()``."""
+
+    name = "agent"
+
+    def __init__(self, max_layers: int = DEFAULT_MAX_LAYERS, seed: int = 0):
+        self.max_layers = int(max_layers)
+        self.seed = int(seed)
+        self.rng = random.Random(self.seed)
+        self.told = 0
+
+    @abstractmethod
+    def ask(self, epsilon: float = 1.0) -> Block: ...
+
+    @abstractmethod
+    def tell(self, block: Block, reward: float) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "max_layers": self.max_layers, "seed": self.seed,
+                "rng": rng_state(self.rng), "told": self.told}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"state of agent {state.get('name')!r} cannot be loaded into {self.name!r}")
+        self.max_layers, self.seed, self.told = state["max_layers"], state["seed"], state["told"]
+        set_rng_state(self.rng, state["rng"])

@@ -1,0 +1,200 @@
+"""Baselines behind the same ask/tell interface: random search, regularized evolution
+(Real et al., AAAI 2019) and Optuna's TPE choosing the layers one by one."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from blockqnn.agent.base import Agent
+from blockqnn.agent.qlearning import _actions
+from blockqnn.errors import BlockError
+from blockqnn.space.nsc import (
+    DEFAULT_MAX_LAYERS,
+    KERNELS,
+    ONE_INPUT,
+    TWO_INPUT,
+    Block,
+    Layer,
+    LayerType,
+    random_block,
+)
+
+
+class RandomAgent(Agent):
+    """Uniform random walks through the legal actions (epsilon is ignored)."""
+
+    name = "random"
+
+    def ask(self, epsilon: float = 1.0) -> Block:
+        return random_block(self.rng, self.max_layers)
+
+    def tell(self, block: Block, reward: float) -> None:
+        self.told += 1
+
+
+class EvolutionAgent(Agent):
+    """Regularized (aging) evolution: the population is the last ``population`` results; a
+    child is the best of ``sample`` random members with one layer's type, kernel or input
+    mutated. Until the population is full, blocks are random."""
+
+    name = "evolution"
+
+    def __init__(self, max_layers: int = DEFAULT_MAX_LAYERS, seed: int = 0, population: int = 20, sample: int = 5):
+        super().__init__(max_layers, seed)
+        self.population_size, self.sample = int(population), int(sample)
+        self.population: deque[tuple[list[list[int]], float]] = deque(maxlen=self.population_size)
+
+    def ask(self, epsilon: float = 1.0) -> Block:
+        if len(self.population) < self.population_size:
+            return random_block(self.rng, self.max_layers)
+        members = [self.population[self.rng.randrange(len(self.population))] for _ in range(self.sample)]
+        parent = Block.parse(max(members, key=lambda m: m[1])[0])
+        return self.mutate(parent)
+
+    def mutate(self, parent: Block) -> Block:
+        """Change one layer's type, kernel or input; always a valid block, never the parent."""
+        for _ in range(100):
+            layers = [list(la) for la in parent.body]
+            i = self.rng.randrange(len(layers))
+            idx, typ, kernel, p1, p2 = layers[i]
+            what = self.rng.choice(("type", "kernel", "input"))
+            if what == "type":
+                kind = LayerType(self.rng.choice([t for t in LayerType if t not in (typ, LayerType.TERMINAL)]))
+                kernel = self.rng.choice(KERNELS[kind])
+                if kind in TWO_INPUT and idx < 2:
+                    continue
+                if kind in TWO_INPUT and typ not in TWO_INPUT:
+                    p2 = self.rng.choice([p for p in range(idx) if p != p1])
+                elif kind in ONE_INPUT:
+                    p2 = 0
+                typ = kind.value
+            elif what == "kernel":
+                choices = [k for k in KERNELS[LayerType(typ)] if k != kernel]
+                if not choices:
+                    continue
+                kernel = self.rng.choice(choices)
+            else:
+                if idx < 2:
+                    continue
+                if typ in TWO_INPUT and self.rng.random() < 0.5:
+                    p2 = self.rng.choice([p for p in range(idx) if p not in (p1, p2)] or [p2])
+                else:
+                    p1 = self.rng.choice([p for p in range(idx) if p not in (p1, p2)] or [p1])
+            layers[i] = [idx, typ, kernel, p1, p2]
+            try:
+                child = Block.parse(layers, max_layers=self.max_layers)
+            except BlockError:
+                continue
+            if child.key != parent.key:
+                return child
+        return random_block(self.rng, self.max_layers)
+
+    def tell(self, block: Block, reward: float) -> None:
+        self.told += 1
+        self.population.append((block.to_list(), float(reward)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "population": [list(m) for m in self.population],
+                "sizes": [self.population_size, self.sample]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.population_size, self.sample = state["sizes"]
+        self.population = deque((tuple(m) for m in state["population"]), maxlen=self.population_size)
+
+
+class TPEAgent(Agent):
+    """Optuna's TPE sampler picking the block's layers one by one (define-by-run): parameter
+    ``layer{i}`` is a categorical over the legal actions at index i, the Terminal included."""
+
+    name = "tpe"
+
+    def __init__(self, max_layers: int = DEFAULT_MAX_LAYERS, seed: int = 0, n_startup_trials: int = 10):
+        super().__init__(max_layers, seed)
+        self.n_startup_trials = int(n_startup_trials)
+        self.history: list[tuple[list[list[int]], float]] = []
+        self._new_study()
+
+    def _new_study(self) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.n_startup_trials,
+                                             multivariate=False)
+        self.study = optuna.create_study(direction="maximize", sampler=sampler)
+
+    @staticmethod
+    def _choices(index: int, max_layers: int) -> list[str]:
+        return [",".join(map(str, a)) for a in _actions(index, max_layers)]
+
+    def _distributions(self, block: Block) -> tuple[dict, dict]:
+        from optuna.distributions import CategoricalDistribution
+
+        params, dists = {}, {}
+        for layer in block.layers:
+            name = f"layer{layer.index}"
+            dists[name] = CategoricalDistribution(self._choices(layer.index, self.max_layers))
+            la = layer if layer.type not in TWO_INPUT else layer._replace(
+                pred1=min(layer.pred1, layer.pred2), pred2=max(layer.pred1, layer.pred2))
+            params[name] = ",".join(map(str, la))
+        return params, dists
+
+    def ask(self, epsilon: float = 1.0) -> Block:
+        trial = self.study.ask()
+        body: list[Layer] = []
+        while True:
+            index = len(body) + 1
+            code = trial.suggest_categorical(f"layer{index}", self._choices(index, self.max_layers))
+            layer = Layer(*map(int, code.split(",")))
+            if layer.type == LayerType.TERMINAL:
+                block = Block(tuple(body) + (layer,))
+                # Finished at once so that asked-but-untold trials never steer TPE; tell()
+                # adds the completed trial with its value.
+                self.study.tell(trial, state=__import__("optuna").trial.TrialState.FAIL)
+                return block
+            body.append(layer)
+
+    def tell(self, block: Block, reward: float) -> None:
+        import optuna
+
+        self.told += 1
+        self.history.append((block.to_list(), float(reward)))
+        params, dists = self._distributions(block)
+        self.study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(reward)))
+
+    def state_dict(self) -> dict[str, Any]:
+        sampler = self.study.sampler
+        return {**super().state_dict(), "history": [list(h) for h in self.history],
+                "n_startup_trials": self.n_startup_trials,
+                "rng_tpe": _np_state(sampler._rng.rng),
+                "rng_random": _np_state(sampler._random_sampler._rng.rng),
+                "asked": len(self.study.trials) - len(self.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        import optuna
+
+        super().load_state_dict(state)
+        self.n_startup_trials = state["n_startup_trials"]
+        self._new_study()
+        self.history = []
+        for nsc, reward in state["history"]:
+            self.told -= 1  # tell() counts again
+            self.tell(Block.parse(nsc), reward)
+        # Failed placeholder trials of asked blocks count toward Optuna's trial numbers.
+        for _ in range(state["asked"]):
+            self.study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+        _set_np_state(self.study.sampler._rng.rng, state["rng_tpe"])
+        _set_np_state(self.study.sampler._random_sampler._rng.rng, state["rng_random"])
+
+
+def _np_state(rs) -> list:
+    name, keys, pos, has_gauss, cached = rs.get_state()
+    return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
+
+
+def _set_np_state(rs, state: list) -> None:
+    import numpy as np
+
+    name, keys, pos, has_gauss, cached = state
+    rs.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
