@@ -1,0 +1,29 @@
+"""What the entry scripts run: errors become one clear message and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from blockqnn.errors import BlockQNNError
+
+
+def run_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def run_search(cfg: DictConfig):
+    from blockqnn.search.loop import Search, validate
+
+    try:
+        validate(cfg)
+        return Search(cfg, run_dir()).run()
+    except BlockQNNError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

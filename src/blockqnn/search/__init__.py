@@ -1,0 +1,1 @@
+"""The search: loop, SQLite store, loggers, outputs."""

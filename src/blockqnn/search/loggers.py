@@ -1,0 +1,88 @@
+"""Episode loggers: W&B (offline unless the user configured W&B), CSV, none."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from blockqnn.errors import ConfigError
+
+FIELDS = ["episode", "iteration", "epsilon", "status", "reward", "accuracy", "flops", "params", "density",
+          "best_reward", "reused", "key", "nsc"]
+
+
+class NoLogger:
+    def log_episode(self, row: dict[str, Any]) -> None: ...
+
+    def finish(self, episodes: list[dict], best: dict | None, run_dir: Path) -> None: ...
+
+
+class CSVLogger(NoLogger):
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "episodes.csv"
+        new = not self.path.exists()
+        self.file = open(self.path, "a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=FIELDS, extrasaction="ignore")
+        if new:
+            self.writer.writeheader()
+
+    def log_episode(self, row: dict[str, Any]) -> None:
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def finish(self, episodes, best, run_dir) -> None:
+        self.file.close()
+
+
+def run_id(run_dir: Path) -> str:
+    """A W&B run id derived from the run folder, so a resumed search continues its run."""
+    return "bq-" + hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
+
+
+class WandbLogger(NoLogger):
+    def __init__(self, run_dir: Path, config: dict, project: str = "blockqnn", mode: str | None = None,
+                 entity: str | None = None, name: str | None = None):
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        if mode is None:
+            # Offline unless the user set W&B up (an API key, a login, or WANDB_MODE).
+            configured = os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()
+            mode = os.environ.get("WANDB_MODE") or ("online" if configured else "offline")
+        self.id = run_id(run_dir)
+        self.run = wandb.init(project=project, entity=entity, name=name or run_dir.name, id=self.id,
+                              resume="allow", dir=str(run_dir), mode=mode, config=config,
+                              settings=wandb.Settings(console="off", quiet=True))
+        self.wandb = wandb
+
+    def log_episode(self, row: dict[str, Any]) -> None:
+        self.run.log({k: row[k] for k in FIELDS if k not in ("nsc", "key") and row.get(k) is not None},
+                     step=int(row["episode"]))
+
+    def finish(self, episodes, best, run_dir) -> None:
+        table = self.wandb.Table(columns=FIELDS[:-1] + ["nsc"])
+        for e in episodes:
+            if e["status"] != "running":
+                table.add_data(e["id"], e["iteration"], e["epsilon"], e["status"], e["reward"], e["accuracy"],
+                               e["flops"], e["params"], e["density"], None, e["reused"], e["key"], e["nsc"])
+        payload: dict[str, Any] = {"blocks": table}
+        if best is not None and (run_dir / "best_block.png").exists():
+            payload["best_block"] = self.wandb.Image(str(run_dir / "best_block.png"))
+            self.run.summary.update({"best_reward": best["reward"], "best_nsc": str(best["nsc"])})
+        self.run.log(payload)
+        self.run.finish()
+
+
+def build_logger(cfg: dict, run_dir: Path, config: dict) -> NoLogger:
+    name = cfg.get("name", "none")
+    if name == "wandb":
+        return WandbLogger(run_dir, config, project=cfg.get("project", "blockqnn"), mode=cfg.get("mode"),
+                           entity=cfg.get("entity"))
+    if name == "csv":
+        return CSVLogger(run_dir)
+    if name == "none":
+        return NoLogger()
+    raise ConfigError(f"unknown logger {name!r}; known: wandb, csv, none")

@@ -1,0 +1,147 @@
+"""The search's SQLite store: one row per planned episode, the agent's state beside it.
+
+Each result is written as it arrives, together with the agent's state, in one transaction,
+so a search killed at any moment resumes with nothing finished lost and nothing recorded twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from blockqnn.errors import BlockQNNError
+
+APP = "blockqnn"
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS episodes (
+    id INTEGER PRIMARY KEY,
+    iteration INTEGER NOT NULL,
+    epsilon REAL NOT NULL,
+    nsc TEXT NOT NULL,
+    key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reward REAL,
+    accuracy REAL,
+    flops INTEGER,
+    params INTEGER,
+    density REAL,
+    epochs INTEGER,
+    restarts INTEGER,
+    wall_time REAL,
+    error TEXT,
+    reused INTEGER NOT NULL DEFAULT 0,
+    started_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS episodes_key ON episodes(key);
+CREATE TABLE IF NOT EXISTS agent (id INTEGER PRIMARY KEY CHECK (id = 0), state TEXT NOT NULL, updated_at REAL NOT NULL);
+"""
+
+RESULT_COLUMNS = ("status", "reward", "accuracy", "flops", "params", "density", "epochs", "restarts",
+                  "wall_time", "error")
+
+
+class StoreError(BlockQNNError):
+    """The run folder's database cannot be used (corrupt, foreign or incompatible)."""
+
+
+class SearchStore:
+    def __init__(self, path: Path, fingerprint: dict[str, Any]):
+        self.path = Path(path)
+        existed = self.path.exists()
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            if existed:
+                self._check(fingerprint)
+            else:
+                self.db.executescript(SCHEMA)
+                with self.transaction():
+                    self.db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                        ("app", APP), ("schema_version", str(SCHEMA_VERSION)),
+                        ("fingerprint", json.dumps(fingerprint, sort_keys=True)), ("created_at", str(time.time())),
+                    ])
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable search database ({exc}); it was left untouched") from None
+
+    def _check(self, fingerprint: dict[str, Any]) -> None:
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"meta", "episodes", "agent"} <= tables:
+            raise StoreError(f"{self.path} is not a blockqnn search database (tables {sorted(tables)}); "
+                             "it was left untouched: choose another hydra.run.dir")
+        meta = dict(self.db.execute("SELECT name, value FROM meta").fetchall())
+        if meta.get("app") != APP or meta.get("schema_version") != str(SCHEMA_VERSION):
+            raise StoreError(f"{self.path} was written by {meta.get('app')!r} schema "
+                             f"{meta.get('schema_version')!r}; it was left untouched")
+        old = json.loads(meta["fingerprint"])
+        if old != fingerprint:
+            diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            details = "; ".join(f"{k}: stored {json.dumps(old.get(k))} vs now {json.dumps(fingerprint.get(k))}" for k in diff)
+            raise StoreError(f"{self.path} belongs to a search with another config ({details}); "
+                             "it was left untouched: rerun with the same config or another hydra.run.dir")
+
+    # ------------------------------------------------------------------ transactions
+    class _Tx:
+        def __init__(self, db):
+            self.db = db
+
+        def __enter__(self):
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, exc_type, *_):
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def transaction(self):
+        return self._Tx(self.db)
+
+    # ------------------------------------------------------------------ episodes
+    def begin(self, episode: int, iteration: int, epsilon: float, nsc: str, key: str, agent_state: dict) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO episodes (id, iteration, epsilon, nsc, key, status, started_at) "
+                       "VALUES (?, ?, ?, ?, ?, 'running', ?)", (episode, iteration, epsilon, nsc, key, time.time()))
+            self._save_agent(db, agent_state)
+
+    def finish(self, episode: int, result: dict, agent_state: dict, reused: bool = False) -> None:
+        with self.transaction() as db:
+            values = [result.get(c) for c in RESULT_COLUMNS]
+            db.execute(f"UPDATE episodes SET {', '.join(c + ' = ?' for c in RESULT_COLUMNS)}, reused = ?, "
+                       "finished_at = ? WHERE id = ? AND status = 'running'",
+                       (*values, int(reused), time.time(), episode))
+            self._save_agent(db, agent_state)
+
+    def _save_agent(self, db, state: dict) -> None:
+        db.execute("INSERT INTO agent (id, state, updated_at) VALUES (0, ?, ?) "
+                   "ON CONFLICT(id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                   (json.dumps(state), time.time()))
+
+    def agent_state(self) -> dict | None:
+        row = self.db.execute("SELECT state FROM agent WHERE id = 0").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def running(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM episodes WHERE status = 'running' ORDER BY id").fetchall()
+
+    def next_episode(self) -> int:
+        row = self.db.execute("SELECT MAX(id) FROM episodes").fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    def lookup(self, key: str) -> dict | None:
+        """The first finished result of a block with this canonical key."""
+        row = self.db.execute("SELECT * FROM episodes WHERE key = ? AND status != 'running' ORDER BY id LIMIT 1",
+                              (key,)).fetchone()
+        return {c: row[c] for c in RESULT_COLUMNS} if row else None
+
+    def episodes(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM episodes ORDER BY id")]
+
+    def close(self) -> None:
+        self.db.close()
