@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -47,5 +49,5 @@ def summary_table(episodes: list[dict], k: int = 10) -> Table:
                       "-" if e["accuracy"] is None else f"{e['accuracy']:.4f}",
                       "-" if e["flops"] is None else f"{e['flops'] / 1e6:.2f}",
                       str(e["params"]), "-" if e["density"] is None else f"{e['density']:.2f}",
-                      e["nsc"].removesuffix(f",[{len(eval_layers(e))},7,0,0,0]]") + "]" if False else e["nsc"])
+                      json.dumps(json.loads(e["nsc"])[:-1], separators=(",", ":")))
     return table
