@@ -1,0 +1,229 @@
+"""search.py end to end: store, dedupe, resume after SIGKILL, bad input, multirun, loggers."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from blockqnn.search.loop import Search
+from blockqnn.search.store import SearchStore, StoreError
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["recipe.epochs=1", "network.width=8", "space.max_layers=4", "agent.batch_size=4",
+         "agent.epsilon_schedule=[[1.0,2],[0.5,1]]", "logger=csv"]
+
+
+def cfg_for(*overrides):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("search", overrides=list(overrides))
+
+
+def fake_evaluate(nsc, cfg):
+    """A deterministic stand-in for training: fast tests of the loop's bookkeeping."""
+    from blockqnn.space.nsc import Block
+
+    b = Block.parse(nsc)
+    fake_evaluate.calls.append(b.key)
+    return {"status": "ok", "reward": 0.5 + 0.01 * len(b), "accuracy": 0.9, "flops": 1000 * len(b),
+            "params": 10, "density": b.density, "epochs": 1, "restarts": 0, "wall_time": 0.0, "error": None}
+
+
+def test_loop_records_every_episode_once_and_dedupes(tmp_path):
+    fake_evaluate.calls = []
+    cfg = cfg_for(*QUICK, "space.max_layers=1", "agent.epsilon_schedule=[[1.0,5]]")
+    Search(cfg, tmp_path, evaluate=fake_evaluate).run()
+    rows = SearchStore(tmp_path / "search.db", _fp(cfg)).episodes()
+    assert [r["id"] for r in rows] == list(range(20))
+    assert all(r["status"] == "ok" for r in rows)
+    keys = [r["key"] for r in rows]
+    # Only 8 distinct one-layer blocks exist: each is trained once, the rest reuse the result.
+    assert len(fake_evaluate.calls) == len(set(keys)) <= 8
+    assert sum(r["reused"] for r in rows) == 20 - len(set(keys))
+    for name in ("best_block.json", "best_block.png", "topk.json", "rewards.png", "episodes.csv"):
+        assert (tmp_path / name).exists(), name
+    best = json.loads((tmp_path / "best_block.json").read_text())
+    assert best["reward"] == max(r["reward"] for r in rows)
+
+
+def _fp(cfg):
+    from blockqnn.search.loop import fingerprint
+
+    return fingerprint(cfg)
+
+
+def test_store_refuses_foreign_corrupt_and_incompatible(tmp_path):
+    cfg = cfg_for(*QUICK)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    con = sqlite3.connect(foreign / "search.db")
+    con.execute("CREATE TABLE things (a)")
+    con.commit()
+    con.close()
+    before = (foreign / "search.db").read_bytes()
+    with pytest.raises(StoreError, match="not a blockqnn search database"):
+        SearchStore(foreign / "search.db", _fp(cfg))
+    assert (foreign / "search.db").read_bytes() == before
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "search.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a usable search database"):
+        SearchStore(corrupt / "search.db", _fp(cfg))
+    assert (corrupt / "search.db").read_bytes() == b"this is not sqlite" * 100
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    SearchStore(ok / "search.db", _fp(cfg)).close()
+    with pytest.raises(StoreError, match="seed"):
+        SearchStore(ok / "search.db", _fp(cfg_for(*QUICK, "seed=5")))
+
+
+def search_cmd(run_dir, *extra):
+    return [sys.executable, str(ROOT / "search.py"), *QUICK, f"hydra.run.dir={run_dir}", *extra]
+
+
+def episodes_of(run_dir):
+    con = sqlite3.connect(Path(run_dir) / "search.db")
+    rows = con.execute("SELECT id, nsc, status, reward FROM episodes ORDER BY id").fetchall()
+    con.close()
+    return rows
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    ref = tmp_path / "ref"
+    subprocess.run(search_cmd(ref), check=True, env=env, capture_output=True, timeout=600)
+    reference = episodes_of(ref)
+    assert len(reference) == 12 and all(r[2] != "running" for r in reference)
+
+    run = tmp_path / "killed"
+    for kill_after in (1, 4, 7):  # kill once enough episodes were recorded, at several points
+        proc = subprocess.Popen(search_cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            db = run / "search.db"
+            if db.exists():
+                try:
+                    if len(episodes_of(run)) >= kill_after:
+                        break
+                except sqlite3.OperationalError:
+                    pass
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run(search_cmd(run), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming" in done.stderr
+    resumed = episodes_of(run)
+    assert [r[0] for r in resumed] == list(range(12))  # every planned episode exactly once
+    assert all(r[2] != "running" for r in resumed)
+    assert [r[1] for r in resumed] == [r[1] for r in reference]  # the same blocks sampled
+    assert [r[3] for r in resumed] == pytest.approx([r[3] for r in reference])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override,message", [
+    ("agent.epsilon_schedule=fastest", "valid names: paper"),
+    ("agent.epsilon_schedule=[[2.0,3]]", "outside [0, 1]"),
+    ("data=fashion_mnist data.root=/nonexistent/folder", "data.root=/nonexistent/folder"),
+    ("executor.name=cluster", "executor='cluster' is not available"),
+    ("agent.name=genetic", "unknown agent"),
+])
+def test_bad_input_is_refused_before_training(tmp_path, override, message):
+    run = tmp_path / "run"
+    out = subprocess.run(search_cmd(run, *override.split()), capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (run / "search.db").exists()
+
+
+@pytest.mark.slow
+def test_unknown_config_group_value_fails_cleanly(tmp_path):
+    out = subprocess.run(search_cmd(tmp_path / "r", "data=imagenet22k"), capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "imagenet22k" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_incompatible_resume_is_refused_and_nothing_overwritten(tmp_path):
+    run = tmp_path / "run"
+    cmd = search_cmd(run, "search.max_episodes=2")
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    before = episodes_of(run)
+    out = subprocess.run(cmd + ["seed=3"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "another config" in out.stderr and "seed" in out.stderr
+    assert episodes_of(run) == before
+
+
+@pytest.mark.slow
+def test_two_job_multirun(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = subprocess.run([sys.executable, str(ROOT / "search.py"), "-m", *QUICK, "search.max_episodes=2",
+                          "seed=0,1", f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for job in ("0", "1"):
+        assert len(episodes_of(sweep / job)) == 2
+        assert (sweep / job / "best_block.json").exists()
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_every_episode(tmp_path):
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env["HOME"] = str(tmp_path)  # no W&B login
+    out = subprocess.run(search_cmd(run, "logger=wandb", "search.max_episodes=3"), capture_output=True, text=True,
+                         timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    from blockqnn.search.loggers import run_id
+
+    assert runs[0].name.endswith(run_id(run))
+    files = list(runs[0].glob("*.wandb"))
+    assert files and files[0].stat().st_size > 0
+    history = _read_wandb_history(files[0])
+    logged = [h for h in history if "reward" in h and "best_reward" in h]
+    assert [h["_step"] for h in logged] == [0, 1, 2]
+    assert all(h["status"] == "ok" and 0 <= h["accuracy"] <= 1 for h in logged)
+    tables = list(runs[0].glob("files/media/table/blocks_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert [row[0] for row in table["data"]] == [0, 1, 2]
+    assert list(runs[0].glob("files/media/images/best_block_*.png"))
+
+
+def _read_wandb_history(path):
+    """History rows of a .wandb file: a W&B header, then LevelDB-log records (32 KiB blocks,
+    7-byte record headers: crc32c, length, type) holding protobuf Records."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, rows, pending = 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 2):
+            pending = chunk
+        elif kind in (3, 4):
+            pending += chunk
+        if kind in (1, 4):
+            rec = wandb_internal_pb2.Record()
+            rec.ParseFromString(pending)
+            if rec.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in rec.history.item})
+    return rows
