@@ -29,6 +29,11 @@ def _actions(index: int, max_layers: int) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(a) for a in legal_actions(partial, max_layers))
 
 
+@lru_cache(maxsize=None)
+def _count(index: int, max_layers: int) -> int:
+    return len(_actions(index, max_layers))
+
+
 class QLearningAgent(Agent):
     name = "qlearning"
 
@@ -50,6 +55,7 @@ class QLearningAgent(Agent):
         self.reward_shaping = bool(reward_shaping)
         # Q[state][action] for visited pairs only; all others hold q_init.
         self.q: dict[tuple, dict[tuple, float]] = {}
+        self._row_max: dict[tuple, float] = {}  # max of each visited row, kept on update
         self.memory: list[tuple[tuple[tuple[int, ...], ...], float]] = []
 
     # ------------------------------------------------------------------ acting
@@ -57,7 +63,7 @@ class QLearningAgent(Agent):
         row = self.q.get(state)
         if not row:
             return actions[self.rng.randrange(len(actions))]
-        best = max(row.values())
+        best = self._row_max[state]
         unvisited = len(row) < len(actions)
         if unvisited and self.q_init >= best:
             if self.q_init > best:
@@ -88,8 +94,8 @@ class QLearningAgent(Agent):
         row = self.q.get(state)
         if not row:
             return self.q_init
-        best = max(row.values())
-        if len(row) < len(_actions(index, self.max_layers)):
+        best = self._row_max[state]
+        if len(row) < _count(index, self.max_layers):
             best = max(best, self.q_init)
         return best
 
@@ -105,7 +111,13 @@ class QLearningAgent(Agent):
             else:
                 target = shaped + g * self._max_q(action, t + 2)
             row = self.q.setdefault(state, {})
-            row[action] = (1 - lr) * row.get(action, self.q_init) + lr * target
+            old = row.get(action, self.q_init)
+            new = row[action] = (1 - lr) * old + lr * target
+            top = self._row_max.get(state)
+            if top is None or new >= top:
+                self._row_max[state] = new
+            elif old == top:  # the maximum itself went down: recompute
+                self._row_max[state] = max(row.values())
 
     def tell(self, block: Block, reward: float) -> None:
         trajectory = tuple(tuple(int(v) for v in layer) for layer in block.layers)
@@ -131,4 +143,5 @@ class QLearningAgent(Agent):
         lr, g, q0, k, shaping = state["hyper"]
         self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping = lr, g, q0, k, shaping
         self.q = {tuple(s): {tuple(a): v for a, v in row} for s, row in state["q"]}
+        self._row_max = {s: max(row.values()) for s, row in self.q.items() if row}
         self.memory = [(tuple(tuple(la) for la in traj), r) for traj, r in state["memory"]]

@@ -110,15 +110,30 @@ def _free_cuda() -> None:
         pass
 
 
+_REF_FLOPS: dict[str, int] = {}
+
+
+def _reference_flops(name: str, spec: dict, shape: tuple) -> int:
+    """FLOPs of the network built from the reference block (cached per process)."""
+    import json
+
+    from blockqnn.space.cost import count_flops
+    from blockqnn.space.network import build_network
+    from blockqnn.space.presets import preset
+
+    key = json.dumps([name, spec, list(shape)], sort_keys=True)
+    if key not in _REF_FLOPS:
+        _REF_FLOPS[key] = count_flops(build_network(preset(name), **spec), shape)
+    return _REF_FLOPS[key]
+
+
 def _train(nsc: Any, cfg: dict) -> dict[str, Any]:
     import lightning as L
 
     from blockqnn.evaluator.module import BlockClassifier
     from blockqnn.evaluator.reward import ChanceRestartCallback, RewardConfig, ShapedRewardCallback
     from blockqnn.space.cost import count_flops, count_params
-    from blockqnn.space.network import build_network
     from blockqnn.space.nsc import Block
-    from blockqnn.space.presets import preset
 
     _quiet()
     block = Block.parse(nsc)
@@ -138,8 +153,7 @@ def _train(nsc: Any, cfg: dict) -> dict[str, Any]:
         model = BlockClassifier(block.to_list(), spec, {**recipe["optim"], "lr": lr})
         if flops is None:
             flops = count_flops(model.net, shape)
-            ref = build_network(preset(reward_cfg.flops_reference), **spec)
-            flops_ref = count_flops(ref, shape)
+            flops_ref = _reference_flops(reward_cfg.flops_reference, spec, shape)
             out.update(flops=flops, params=count_params(model.net))
         reward_cb = ShapedRewardCallback(flops, flops_ref, block.density, reward_cfg)
         restart_cb = ChanceRestartCallback(threshold)
