@@ -132,8 +132,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     ("agent.epsilon_schedule=fastest", "valid names: paper"),
     ("agent.epsilon_schedule=[[2.0,3]]", "outside [0, 1]"),
     ("data=fashion_mnist data.root=/nonexistent/folder", "data.root=/nonexistent/folder"),
-    ("executor.name=cluster", "executor='cluster' is not available"),
-    ("agent.name=genetic", "unknown agent"),
+    ("executor._target_=blockqnn.executors.ClusterExecutor", "cannot be imported"),
+    ("agent.params._target_=blockqnn.agent.GeneticAgent", "cannot build the agent"),
+    ("agent.batch_size=0", "agent.batch_size=0"),
 ])
 def test_bad_input_is_refused_before_training(tmp_path, override, message):
     run = tmp_path / "run"
@@ -162,10 +163,12 @@ def test_incompatible_resume_is_refused_and_nothing_overwritten(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_job_multirun(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "local_parallel"])
+def test_two_job_multirun(tmp_path, launcher):
     sweep = tmp_path / "sweep"
     out = subprocess.run([sys.executable, str(ROOT / "search.py"), "-m", *QUICK, "search.max_episodes=2",
-                          "seed=0,1", f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=600)
+                          "seed=0,1", f"hydra.sweep.dir={sweep}", f"hydra/launcher={launcher}"],
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     for job in ("0", "1"):
         assert len(episodes_of(sweep / job)) == 2
@@ -182,6 +185,11 @@ def test_wandb_offline_run_holds_every_episode(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     runs = list((run / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
+    # A resumed search continues the same W&B run id (offline: a second folder, same id).
+    more = subprocess.run(search_cmd(run, "logger=wandb", "search.max_episodes=4"), capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")} == {runs[0].name.rsplit("-", 1)[-1]}
     from blockqnn.search.loggers import run_id
 
     assert runs[0].name.endswith(run_id(run))
@@ -227,3 +235,87 @@ def _read_wandb_history(path):
                 rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                              for item in rec.history.item})
     return rows
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(search_cmd(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (run / "search.db").exists():
+            try:
+                if len(episodes_of(run)) >= 2:
+                    break
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert f"resume with: python search.py hydra.run.dir={run}" in err.replace("\n", "")
+    assert "Traceback" not in err
+    rows = episodes_of(run)
+    done = subprocess.run(search_cmd(run), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0
+    assert [r[0] for r in episodes_of(run)] == list(range(12))
+    assert all(r in episodes_of(run) for r in rows if r[2] != "running")
+
+
+@pytest.mark.slow
+def test_experiment_paper_composes_and_smoke_runs(tmp_path):
+    cfg = cfg_for("experiment=paper")
+    assert cfg.space.max_layers == 23 and cfg.agent.batch_size == 64
+    assert cfg.agent.epsilon_schedule == "paper" and cfg.recipe.epochs == 12 and cfg.recipe.batch_size == 256
+    assert cfg.data.name == "cifar100" and cfg.network.blocks_per_stage == 2 and cfg.network.width == 32
+    out = subprocess.run([sys.executable, str(ROOT / "search.py"), "experiment=paper", "data=synthetic", "trainer=cpu",
+                          "search.max_episodes=2", "recipe.epochs=1", "data.train_size=128", "data.test_size=32",
+                          "network.width=8", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = episodes_of(tmp_path / "run")
+    assert len(rows) == 2 and all(r[2] in ("ok", "diverged", "failed") for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_pool_executor_search(tmp_path, mode):
+    run = tmp_path / "run"
+    out = subprocess.run(search_cmd(run, "executor=pool", f"search.async={'true' if mode == 'async' else 'false'}"),
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = episodes_of(run)
+    assert [r[0] for r in rows] == list(range(12)) and all(r[2] == "ok" for r in rows)
+
+
+@pytest.mark.slow
+def test_pool_retries_evaluations_of_a_killed_worker():
+    from blockqnn.evaluator import resolve_config
+    from blockqnn.executors import PoolExecutor
+
+    cfg = resolve_config({"recipe": {"epochs": 2}, "network": {"width": 8}})
+    pool = PoolExecutor(cpu_workers=2)
+    try:
+        for tag in ("a", "b"):
+            pool.submit(tag, [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0]], cfg)
+        time.sleep(3)  # workers started and training
+        victim = next(iter(pool.pools[0]._processes))
+        os.kill(victim, signal.SIGKILL)
+        results = {}
+        deadline = time.time() + 300
+        while pool.in_flight and time.time() < deadline:
+            results.update(pool.wait())
+    finally:
+        pool.close()
+    assert set(results) == {"a", "b"}
+    assert all(r["status"] == "ok" for r in results.values())
+
+
+@pytest.mark.slow
+def test_ray_executor_search(tmp_path):
+    run = tmp_path / "run"
+    out = subprocess.run(search_cmd(run, "executor=ray", "executor.local_cpus=2", "search.max_episodes=6"),
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = episodes_of(run)
+    assert [r[0] for r in rows] == list(range(6)) and all(r[2] == "ok" for r in rows)

@@ -8,21 +8,23 @@ import os
 from pathlib import Path
 from typing import Any
 
-from blockqnn.errors import ConfigError
 
 FIELDS = ["episode", "iteration", "epsilon", "status", "reward", "accuracy", "flops", "params", "density",
           "best_reward", "reused", "key", "nsc"]
 
 
 class NoLogger:
+    def __init__(self, run_dir: Path | None = None, run_config: dict | None = None):
+        pass
+
     def log_episode(self, row: dict[str, Any]) -> None: ...
 
     def finish(self, episodes: list[dict], best: dict | None, run_dir: Path) -> None: ...
 
 
 class CSVLogger(NoLogger):
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / "episodes.csv"
+    def __init__(self, run_dir: Path, run_config: dict | None = None):
+        self.path = Path(run_dir) / "episodes.csv"
         new = not self.path.exists()
         self.file = open(self.path, "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=FIELDS, extrasaction="ignore")
@@ -43,18 +45,19 @@ def run_id(run_dir: Path) -> str:
 
 
 class WandbLogger(NoLogger):
-    def __init__(self, run_dir: Path, config: dict, project: str = "blockqnn", mode: str | None = None,
+    def __init__(self, run_dir: Path, run_config: dict | None = None, project: str = "blockqnn", mode: str | None = None,
                  entity: str | None = None, name: str | None = None):
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
+        run_dir = Path(run_dir)
         if mode is None:
             # Offline unless the user set W&B up (an API key, a login, or WANDB_MODE).
             configured = os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()
             mode = os.environ.get("WANDB_MODE") or ("online" if configured else "offline")
         self.id = run_id(run_dir)
         self.run = wandb.init(project=project, entity=entity, name=name or run_dir.name, id=self.id,
-                              resume="allow", dir=str(run_dir), mode=mode, config=config,
+                              resume="allow", dir=str(run_dir), mode=mode, config=run_config,
                               settings=wandb.Settings(console="off", quiet=True))
         self.wandb = wandb
 
@@ -74,15 +77,3 @@ class WandbLogger(NoLogger):
             self.run.summary.update({"best_reward": best["reward"], "best_nsc": str(best["nsc"])})
         self.run.log(payload)
         self.run.finish()
-
-
-def build_logger(cfg: dict, run_dir: Path, config: dict) -> NoLogger:
-    name = cfg.get("name", "none")
-    if name == "wandb":
-        return WandbLogger(run_dir, config, project=cfg.get("project", "blockqnn"), mode=cfg.get("mode"),
-                           entity=cfg.get("entity"))
-    if name == "csv":
-        return CSVLogger(run_dir)
-    if name == "none":
-        return NoLogger()
-    raise ConfigError(f"unknown logger {name!r}; known: wandb, csv, none")

@@ -11,12 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from blockqnn.agent import AGENTS, parse_schedule
 from blockqnn.errors import ConfigError
-from blockqnn.search.loggers import build_logger
+from blockqnn.executors import LocalExecutor
 from blockqnn.search.outputs import write_outputs
 from blockqnn.search.store import SearchStore
 from blockqnn.space.nsc import Block
 
-EXECUTORS = ("local",)
 
 
 def evaluator_config(cfg: DictConfig) -> dict:
@@ -41,18 +40,49 @@ def fingerprint(cfg: DictConfig) -> dict:
     }
 
 
+def _instantiate(node: DictConfig, what: str, **kwargs):
+    """hydra.utils.instantiate with its failures turned into one ConfigError."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"cannot build the {what} from {node.get('_target_')!r}: {cause}") from None
+
+
 def build_agent(cfg: DictConfig):
-    name = cfg.agent.name
-    if name not in AGENTS:
-        raise ConfigError(f"unknown agent {name!r}; known: {', '.join(AGENTS)}")
-    params = OmegaConf.to_container(cfg.agent.params, resolve=True) or {}
-    return AGENTS[name](max_layers=int(cfg.space.max_layers), seed=int(cfg.seed), **params)
+    agent = _instantiate(cfg.agent.params, "agent", max_layers=int(cfg.space.max_layers), seed=int(cfg.seed))
+    if not isinstance(agent, tuple(AGENTS.values())):
+        raise ConfigError(f"agent.params._target_={cfg.agent.params._target_!r} is not an agent; known: "
+                          + ", ".join(f"{c.__module__}.{c.__name__}" for c in AGENTS.values()))
+    return agent
+
+
+def build_executor(cfg: DictConfig, evaluate=None):
+    kwargs = {"evaluate": evaluate} if evaluate is not None else {}
+    return _instantiate(cfg.executor, "executor", **kwargs)
+
+
+def build_logger(cfg: DictConfig, run_dir: Path):
+    # Partial: the run's config holds other _target_ nodes that must not be instantiated.
+    make = _instantiate(cfg.logger, "logger", _partial_=True)
+    try:
+        return make(run_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True))
+    except TypeError as exc:
+        raise ConfigError(f"cannot build the logger from {cfg.logger.get('_target_')!r}: {exc}") from None
 
 
 def validate(cfg: DictConfig) -> None:
     """Refuse bad input before any training."""
-    if cfg.executor.name not in EXECUTORS:
-        raise ConfigError(f"executor={cfg.executor.name!r} is not available; known: {', '.join(EXECUTORS)}")
+    from hydra.utils import get_class
+
+    target = cfg.executor.get("_target_")
+    try:
+        get_class(target)
+    except Exception:  # noqa: BLE001
+        raise ConfigError(f"executor._target_={target!r} cannot be imported; executors: local, pool, ray") from None
     parse_schedule(cfg.agent.epsilon_schedule)
     if int(cfg.agent.batch_size) <= 0:
         raise ConfigError(f"agent.batch_size={cfg.agent.batch_size} must be a positive integer")
@@ -66,17 +96,26 @@ def validate(cfg: DictConfig) -> None:
     datamodule_for(resolve_config(evaluator_config(cfg)))  # loads the data: a missing folder fails here
 
 
+class SearchInterrupted(BaseException):
+    """Ctrl-C during a search. A BaseException, not a KeyboardInterrupt: Lightning turns a
+    KeyboardInterrupt inside fit() into exit(1), and the evaluator records an Exception as a
+    failed candidate; this one must reach the loop untouched."""
+
+
+def _raise_interrupt(signum, frame):
+    raise SearchInterrupted()
+
+
 class Search:
     def __init__(self, cfg: DictConfig, run_dir: Path, evaluate: Callable[[Any, dict], dict] | None = None,
                  console=None):
-        from blockqnn.evaluator import evaluate as default_evaluate
-
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.evaluate = evaluate or default_evaluate
+        self.evaluate = evaluate  # an evaluate function for the local executor (tests)
         self.ev_cfg = evaluator_config(cfg)
         self.schedule = parse_schedule(cfg.agent.epsilon_schedule)
         self.batch = int(cfg.agent.batch_size)
+        self.asynchronous = bool(cfg.search.get("async", False))
         planned = self.schedule.episodes(self.batch)
         cap = cfg.search.max_episodes
         self.total = planned if cap is None else min(planned, int(cap))
@@ -85,7 +124,7 @@ class Search:
     def run(self) -> dict | None:
         from rich.console import Console
 
-        from blockqnn.search.progress import SearchProgress
+        from blockqnn.search.progress import SearchProgress, summary_table
 
         console = self.console or Console(stderr=True)
         store = SearchStore(self.run_dir / "search.db", fingerprint(self.cfg))
@@ -93,58 +132,101 @@ class Search:
         state = store.agent_state()
         if state is not None:
             agent.load_state_dict(state)
-        logger = build_logger(OmegaConf.to_container(self.cfg.logger, resolve=True), self.run_dir,
-                              OmegaConf.to_container(self.cfg, resolve=True))
+        executor = build_executor(self.cfg, self.evaluate)
+        logger = build_logger(self.cfg, self.run_dir)
         episodes = store.episodes()
-        best = max((e["reward"] for e in episodes if e["status"] != "running"), default=None)
+        self.best = max((e["reward"] for e in episodes if e["status"] != "running"), default=None)
         done = sum(e["status"] != "running" for e in episodes)
-        if done:
-            console.print(f"[bold]resuming[/] {self.run_dir}: {done} episodes done, "
-                          f"{len(store.running())} to run again")
-        progress = SearchProgress(console, self.total, done, best)
+        running = store.running()
+        if done or running:
+            console.print(f"[bold]resuming[/] {self.run_dir}: {done} episodes done, {len(running)} to run again")
+        self.store, self.agent, self.executor, self.logger = store, agent, executor, logger
+        self.pending: dict[int, tuple[int, float, Block]] = {}  # submitted, by episode
+        self.in_flight_keys: dict[str, int] = {}  # canonical key -> episode being trained
+        self.waiting: dict[str, list[int]] = {}  # key -> episodes waiting for that result
+        self.progress = SearchProgress(console, self.total, done, self.best)
+        import signal
+        import threading
+
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, _raise_interrupt)
         try:
-            with progress:
+            with self.progress:
                 # Evaluations in flight when the search stopped run again, in order.
-                for row in store.running():
-                    best = self._evaluate(store, agent, logger, progress, row["id"], row["iteration"],
-                                          row["epsilon"], Block.parse(row["nsc"]), best)
+                for row in running:
+                    self._start(row["id"], row["iteration"], row["epsilon"], Block.parse(row["nsc"]))
+                    self._drain_local()
                 episode = store.next_episode()
-                while episode < self.total:
-                    iteration = episode // self.batch
-                    epsilon = self.schedule.epsilon_at(episode, self.batch)
-                    block = agent.ask(epsilon)
-                    store.begin(episode, iteration, epsilon, block.to_json(), block.key, agent.state_dict())
-                    best = self._evaluate(store, agent, logger, progress, episode, iteration, epsilon, block, best)
-                    episode += 1
-        except KeyboardInterrupt:
+                while episode < self.total or self.pending:
+                    while episode < self.total and len(self.pending) < executor.slots and self._may_sample(episode):
+                        iteration = episode // self.batch
+                        epsilon = self.schedule.epsilon_at(episode, self.batch)
+                        block = agent.ask(epsilon)
+                        store.begin(episode, iteration, epsilon, block.to_json(), block.key, agent.state_dict())
+                        self._start(episode, iteration, epsilon, block)
+                        episode += 1
+                        self._drain_local()
+                    if self.pending:
+                        for ep, result in executor.wait():
+                            self._finish(ep, result, reused=False)
+        except (KeyboardInterrupt, SearchInterrupted):
+            executor.close()
             store.close()
-            console.print(f"\n[yellow]interrupted[/]: finished episodes are saved in {self.run_dir / 'search.db'}."
-                          f"\nresume with: python search.py hydra.run.dir={self.run_dir}")
-            raise
+            console.print(f"\n[yellow]interrupted[/]: finished episodes are saved in {self.run_dir / 'search.db'}.",
+                          soft_wrap=True)
+            console.print(f"resume with: python search.py hydra.run.dir={self.run_dir}", soft_wrap=True)
+            raise KeyboardInterrupt from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        executor.close()
         episodes = store.episodes()
         store.close()
         top = write_outputs(self.run_dir, episodes, int(self.cfg.search.topk))
         logger.finish(episodes, top, self.run_dir)
-        from blockqnn.search.progress import summary_table
-
         console.print(summary_table(episodes, int(self.cfg.search.topk)))
         console.print(f"outputs in [bold]{self.run_dir}[/]: search.db, best_block.json, best_block.png, "
                       "topk.json, rewards.png")
         return top
 
-    def _evaluate(self, store, agent, logger, progress, episode, iteration, epsilon, block, best):
-        cached = store.lookup(block.key)
-        if cached is not None:
-            result, reused = cached, True
+    def _may_sample(self, episode: int) -> bool:
+        """Synchronous iterations wait for the current iteration's stragglers; with
+        search.async=true workers never wait."""
+        if self.asynchronous or not self.pending:
+            return True
+        return min(self.pending) // self.batch == episode // self.batch
+
+    def _start(self, episode: int, iteration: int, epsilon: float, block: Block) -> None:
+        self.pending[episode] = (iteration, epsilon, block)
+        cached = self.store.lookup(block.key)
+        if cached is not None:  # evaluated before in this search: reuse, never retrain
+            self._finish(episode, cached, reused=True)
+        elif block.key in self.in_flight_keys:  # being trained right now: wait for that result
+            self.waiting.setdefault(block.key, []).append(episode)
         else:
-            progress.update(episode, iteration, epsilon, best, f"training block {episode}")
-            result, reused = self.evaluate(block.to_list(), self.ev_cfg), False
+            self.in_flight_keys[block.key] = episode
+            self.progress.update(episode, iteration, epsilon, self.best, f"{len(self.pending)} training")
+            self.executor.submit(episode, block.to_list(), self.ev_cfg)
+
+    def _drain_local(self) -> None:
+        """The local executor has finished by the time submit returns: take its result now,
+        so that the agent learns from it before the next block is sampled."""
+        if isinstance(self.executor, LocalExecutor):
+            for ep, result in self.executor.wait():
+                self._finish(ep, result, reused=False)
+
+    def _finish(self, episode: int, result: dict, reused: bool) -> None:
+        iteration, epsilon, block = self.pending.pop(episode)
         reward = float(result.get("reward") or 0.0)
-        agent.tell(block, reward)
-        store.finish(episode, result, agent.state_dict(), reused)
-        best = reward if best is None else max(best, reward)
-        logger.log_episode({"episode": episode, "iteration": iteration, "epsilon": epsilon, **result,
-                            "best_reward": best, "reused": int(reused), "key": block.key,
-                            "nsc": json.dumps(block.to_list())})
-        progress.advance(episode, iteration, epsilon, best)
-        return best
+        self.agent.tell(block, reward)
+        self.store.finish(episode, result, self.agent.state_dict(), reused)
+        self.best = reward if self.best is None else max(self.best, reward)
+        self.logger.log_episode({"episode": episode, "iteration": iteration, "epsilon": epsilon, **result,
+                                 "best_reward": self.best, "reused": int(reused), "key": block.key,
+                                 "nsc": json.dumps(block.to_list())})
+        self.progress.advance(episode, iteration, epsilon, self.best)
+        if not reused and self.in_flight_keys.get(block.key) == episode:
+            del self.in_flight_keys[block.key]
+            for other in self.waiting.pop(block.key, []):
+                self._finish(other, self.store.lookup(block.key), reused=True)
