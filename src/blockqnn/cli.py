@@ -27,3 +27,18 @@ def run_search(cfg: DictConfig):
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def run_train(cfg: DictConfig):
+    from blockqnn.final import train
+
+    try:
+        out = run_dir()
+        metrics = train(cfg, out)
+        if metrics:
+            print(f"test accuracy {metrics['test_acc']:.4f}; outputs in {out}: metrics.json, checkpoints/, "
+                  "model.torchscript.pt, model.onnx, block.json", file=sys.stderr)
+        return metrics
+    except BlockQNNError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

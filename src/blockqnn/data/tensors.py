@@ -49,6 +49,29 @@ def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch
     return x
 
 
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Cutout (DeVries & Taylor, 2017): zero one ``size`` x ``size`` square per sample, its
+    centre uniform over the image (the square may be clipped at the border)."""
+    n, _, h, w = x.shape
+    dev = x.device
+    cy = torch.randint(0, h, (n, 1, 1), generator=generator).to(dev)
+    cx = torch.randint(0, w, (n, 1, 1), generator=generator).to(dev)
+    ys = torch.arange(h, device=dev).view(1, h, 1)
+    xs = torch.arange(w, device=dev).view(1, 1, w)
+    top, left = cy - size // 2, cx - size // 2
+    inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size) under torch.distributed (DDP), else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class TensorLoader:
     """Iterates (images, labels) batches of a :class:`TensorSplit`: shuffled with its own
     seeded generator, normalised to float, optionally augmented. A drop-in for a DataLoader
@@ -76,16 +99,34 @@ class TensorLoader:
         self.mean = mean.to(dev).view(1, -1, 1, 1)
         self.std = std.to(dev).view(1, -1, 1, 1)
 
-    def __len__(self) -> int:
+    def _indices(self) -> torch.Tensor | None:
+        """This process's sample order. Under DDP each rank takes every world-th sample of
+        one shared permutation; the training order is padded so every rank has the same
+        number of batches (DDP needs that), evaluation is not (no sample counted twice)."""
         n = len(self.split)
+        rank, world = _dist()
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator)
+        elif world == 1:
+            return None
+        else:
+            order = torch.arange(n)
+        if world > 1:
+            if self.shuffle:
+                per = -(-n // world)
+                order = torch.cat([order, order[: per * world - n]])
+            order = order[rank::world]
+        return order.to(self.split.images.device)
+
+    def __len__(self) -> int:
+        rank, world = _dist()
+        n = len(self.split)
+        if world > 1:
+            n = -(-n // world) if self.shuffle else len(range(rank, n, world))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        n = len(self.split)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.split.images.device)
-        else:
-            order = None
+        order = self._indices()
         for i in range(len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             if order is None:
@@ -98,4 +139,6 @@ class TensorLoader:
                 x = random_crop_flip(
                     x, int(self.augment.get("crop_padding", 0)), bool(self.augment.get("flip", False)), self.generator
                 )
+                if self.augment.get("cutout"):
+                    x = cutout(x, int(self.augment["cutout"]), self.generator)
             yield x, y

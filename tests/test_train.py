@@ -1,0 +1,125 @@
+"""train.py: full training, exports, DDP, resume, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from blockqnn.errors import BlockError, ConfigError
+from blockqnn.final import CheckpointError, check_checkpoint, resolve_block
+from blockqnn.space.presets import preset
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["logger=csv", "network.width=8", "network.blocks_per_stage=1"]
+
+
+def train_cmd(run, *extra):
+    return [sys.executable, str(ROOT / "train.py"), *FAST, f"hydra.run.dir={run}", *extra]
+
+
+def test_resolve_block_forms(tmp_path):
+    assert resolve_block("resnet_basic") == preset("resnet_basic")
+    assert resolve_block("[[1,1,3,0,0]]").to_list() == [[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]]
+    assert resolve_block([[1, 1, 3, 0, 0]]) == resolve_block("[[1,1,3,0,0]]")
+    best = tmp_path / "best_block.json"
+    best.write_text(json.dumps({"nsc": [[1, 1, 5, 0, 0], [2, 7, 0, 0, 0]], "reward": 0.9}))
+    assert resolve_block(str(best)).to_list()[0] == [1, 1, 5, 0, 0]
+    with pytest.raises(ConfigError, match="presets: "):
+        resolve_block("resnet_huge")
+    with pytest.raises(ConfigError, match="no such file"):
+        resolve_block(str(tmp_path / "missing.json"))
+    with pytest.raises(BlockError, match="layer 1"):
+        resolve_block("[[1,1,2,0,0]]")
+
+
+@pytest.mark.slow
+def test_digits_training_metrics_and_exports_agree(tmp_path):
+    run = tmp_path / "run"
+    out = subprocess.run(train_cmd(run, "train.epochs=2"), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and 0.5 < metrics["test_acc"] <= 1.0
+    assert metrics["params"] > 0 and metrics["flops"] > 0 and metrics["wall_time"] > 0
+    assert json.loads((run / "block.json").read_text())["nsc"] == preset("resnet_basic").to_list()
+    # The Lightning model from the checkpoint, TorchScript and ONNX give the same predictions.
+    from blockqnn.evaluator.module import BlockClassifier
+
+    model = BlockClassifier.load_from_checkpoint(run / "checkpoints" / "last.ckpt", weights_only=True,
+                                                 map_location="cpu").eval()
+    x = torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        ref = model(x).numpy()
+        ts = torch.jit.load(str(run / "model.torchscript.pt"))(x).numpy()
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(ts, ref, atol=1e-4)
+    np.testing.assert_allclose(onnx_out, ref, atol=1e-4)
+    assert (onnx_out.argmax(1) == ref.argmax(1)).all()
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path):
+    run = tmp_path / "run"
+    out = subprocess.run(train_cmd(run, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                                   "train.epochs=3", "train.export=false"),
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["test_acc"] > 0.6
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_and_finishes(tmp_path):
+    run = tmp_path / "run"
+    cmd = train_cmd(run, "train.epochs=4", "train.export=false")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((run / "checkpoints").glob("epoch001*.ckpt")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run / "checkpoints" / "last.ckpt").exists() and not (run / "metrics.json").exists()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 4 and metrics["resumed_from"].endswith("last.ckpt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override,message", [
+    ("block=[[1,1,2,0,0]]", "layer 1: kernel 2 is not allowed"),
+    ("block=resnet_huge", "not a preset"),
+    ("train.ckpt_path=/nonexistent/last.ckpt", "does not exist"),
+])
+def test_bad_input_gives_one_message(tmp_path, override, message):
+    out = subprocess.run(train_cmd(tmp_path / "run", override, "train.epochs=1"), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path):
+    from blockqnn.evaluator.module import BlockClassifier
+
+    import lightning as L
+
+    model = BlockClassifier(preset("plain").to_list(), {"num_classes": 3, "in_channels": 1, "width": 4,
+                                                        "blocks_per_stage": 1})
+    trainer = L.Trainer(max_epochs=0, logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(model)
+    path = tmp_path / "plain.ckpt"
+    trainer.save_checkpoint(path)
+    check_checkpoint(path, preset("plain"))
+    with pytest.raises(CheckpointError, match="is for block"):
+        check_checkpoint(path, preset("resnet_basic"))
+    (tmp_path / "junk.ckpt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        check_checkpoint(tmp_path / "junk.ckpt", preset("plain"))
