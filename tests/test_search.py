@@ -135,6 +135,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     ("executor._target_=blockqnn.executors.ClusterExecutor", "cannot be imported"),
     ("agent.params._target_=blockqnn.agent.GeneticAgent", "cannot build the agent"),
     ("agent.batch_size=0", "agent.batch_size=0"),
+    ("trainer=ddp", "use evaluator.devices"),
 ])
 def test_bad_input_is_refused_before_training(tmp_path, override, message):
     run = tmp_path / "run"
@@ -319,3 +320,13 @@ def test_ray_executor_search(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     rows = episodes_of(run)
     assert [r[0] for r in rows] == list(range(6)) and all(r[2] == "ok" for r in rows)
+
+
+@pytest.mark.slow
+def test_ddp_per_candidate_search(tmp_path):
+    run = tmp_path / "run"
+    out = subprocess.run(search_cmd(run, "evaluator.devices=2", "search.max_episodes=2"), capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = episodes_of(run)
+    assert len(rows) == 2 and all(r[2] == "ok" for r in rows), rows

@@ -52,6 +52,8 @@ def datamodule_for(cfg: dict):
     from blockqnn.data.modules import build_datamodule
 
     device = "cuda" if cfg["trainer"]["accelerator"] in ("gpu", "cuda") else "cpu"
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per DDP rank
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
     key = json.dumps([cfg["data"], cfg["recipe"]["batch_size"], cfg["seed"], device], sort_keys=True, default=str)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
@@ -84,7 +86,15 @@ def evaluate(nsc: Any, cfg: dict | None = None) -> dict[str, Any]:
                               "params": None, "density": None, "epochs": 0, "restarts": 0,
                               "wall_time": 0.0, "error": None, "history": []}
     try:
-        result.update(_train(nsc, resolve_config(cfg)))
+        cfg = resolve_config(cfg)
+        devices = int(cfg.get("evaluator", {}).get("devices", 1))
+        if devices > 1 and not cfg.get("ddp_child"):
+            from blockqnn.evaluator.ddp import evaluate_ddp
+
+            sub = evaluate_ddp(nsc, {k: v for k, v in cfg.items() if k != "evaluator"}, devices)
+            sub["wall_time"] = time.perf_counter() - start
+            return sub
+        result.update(_train(nsc, cfg))
     except BlockError as exc:
         result["error"] = f"invalid block: {exc}"
     except Exception as exc:  # noqa: BLE001 - any failure of one candidate is recorded, not raised
@@ -164,6 +174,7 @@ def _train(nsc: Any, cfg: dict) -> dict[str, Any]:
             devices=cfg["trainer"]["devices"],
             precision=cfg["trainer"]["precision"],
             deterministic=cfg["trainer"].get("deterministic", False),
+            strategy=cfg["trainer"].get("strategy") or "auto",
             callbacks=callbacks,
             logger=False,
             enable_checkpointing=False,

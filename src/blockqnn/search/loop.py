@@ -27,6 +27,7 @@ def evaluator_config(cfg: DictConfig) -> dict:
         "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
         "network": OmegaConf.to_container(cfg.network, resolve=True),
         "reward": OmegaConf.to_container(cfg.reward, resolve=True),
+        "evaluator": OmegaConf.to_container(cfg.evaluator, resolve=True),
     }
 
 
@@ -84,6 +85,9 @@ def validate(cfg: DictConfig) -> None:
     except Exception:  # noqa: BLE001
         raise ConfigError(f"executor._target_={target!r} cannot be imported; executors: local, pool, ray") from None
     parse_schedule(cfg.agent.epsilon_schedule)
+    if cfg.trainer.get("strategy") == "ddp" or int(cfg.trainer.devices) != 1:
+        raise ConfigError("a search trains each candidate on trainer.devices=1; for DDP per candidate use "
+                          "evaluator.devices=<k> (each candidate then runs as its own torchrun process group)")
     if int(cfg.agent.batch_size) <= 0:
         raise ConfigError(f"agent.batch_size={cfg.agent.batch_size} must be a positive integer")
     if not 1 <= int(cfg.space.max_layers) <= 64:
