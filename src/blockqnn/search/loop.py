@@ -11,7 +11,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from blockqnn.agent import AGENTS, parse_schedule
 from blockqnn.errors import ConfigError
-from blockqnn.executors import LocalExecutor
 from blockqnn.search.outputs import write_outputs
 from blockqnn.search.store import SearchStore
 from blockqnn.space.nsc import Block
@@ -145,7 +144,9 @@ class Search:
         if done or running:
             console.print(f"[bold]resuming[/] {self.run_dir}: {done} episodes done, {len(running)} to run again")
         self.store, self.agent, self.executor, self.logger = store, agent, executor, logger
-        self.pending: dict[int, tuple[int, float, Block]] = {}  # submitted, by episode
+        self.pending: dict[int, tuple[int, float, Block]] = {}  # sampled, not yet told, by episode
+        self.queue: list[int] = []  # sampled episodes waiting for a free executor slot
+        self.ready: dict[int, tuple[dict, bool]] = {}  # results not yet told (synchronous order)
         self.in_flight_keys: dict[str, int] = {}  # canonical key -> episode being trained
         self.waiting: dict[str, list[int]] = {}  # key -> episodes waiting for that result
         self.progress = SearchProgress(console, self.total, done, self.best)
@@ -160,20 +161,20 @@ class Search:
                 # Evaluations in flight when the search stopped run again, in order.
                 for row in running:
                     self._start(row["id"], row["iteration"], row["epsilon"], Block.parse(row["nsc"]))
-                    self._drain_local()
-                episode = store.next_episode()
-                while episode < self.total or self.pending:
-                    while episode < self.total and len(self.pending) < executor.slots and self._may_sample(episode):
-                        iteration = episode // self.batch
-                        epsilon = self.schedule.epsilon_at(episode, self.batch)
-                        block = agent.ask(epsilon)
-                        store.begin(episode, iteration, epsilon, block.to_json(), block.key, agent.state_dict())
-                        self._start(episode, iteration, epsilon, block)
-                        episode += 1
-                        self._drain_local()
-                    if self.pending:
+                self.episode = store.next_episode()
+                if not self.asynchronous and self.episode % self.batch:
+                    self._sample_until(min(self.total, (self.episode // self.batch + 1) * self.batch))
+                while self.episode < self.total or self.pending:
+                    if self.asynchronous:
+                        self._sample_until(min(self.total, self.episode + executor.slots - len(self.pending)))
+                    elif not self.pending:  # a synchronous iteration: sample all its blocks first
+                        self._sample_until(min(self.total, (self.episode // self.batch + 1) * self.batch))
+                    self._submit()
+                    self._tell_ready()
+                    if executor.in_flight:
                         for ep, result in executor.wait():
-                            self._finish(ep, result, reused=False)
+                            self._arrived(ep, result, reused=False)
+                        self._tell_ready()
         except (KeyboardInterrupt, SearchInterrupted):
             executor.close()
             store.close()
@@ -194,31 +195,55 @@ class Search:
                       "topk.json, rewards.png")
         return top
 
-    def _may_sample(self, episode: int) -> bool:
-        """Synchronous iterations wait for the current iteration's stragglers; with
-        search.async=true workers never wait."""
-        if self.asynchronous or not self.pending:
-            return True
-        return min(self.pending) // self.batch == episode // self.batch
+    def _sample_until(self, end: int) -> None:
+        """Ask the agent for the blocks of episodes ``self.episode .. end - 1``. Each is
+        recorded (status running) with the agent's state before anything else happens."""
+        while self.episode < end:
+            iteration = self.episode // self.batch
+            epsilon = self.schedule.epsilon_at(self.episode, self.batch)
+            block = self.agent.ask(epsilon)
+            self.store.begin(self.episode, iteration, epsilon, block.to_json(), block.key, self.agent.state_dict())
+            self._start(self.episode, iteration, epsilon, block)
+            self.episode += 1
 
     def _start(self, episode: int, iteration: int, epsilon: float, block: Block) -> None:
         self.pending[episode] = (iteration, epsilon, block)
         cached = self.store.lookup(block.key)
         if cached is not None:  # evaluated before in this search: reuse, never retrain
-            self._finish(episode, cached, reused=True)
+            self._arrived(episode, cached, reused=True)
         elif block.key in self.in_flight_keys:  # being trained right now: wait for that result
             self.waiting.setdefault(block.key, []).append(episode)
         else:
             self.in_flight_keys[block.key] = episode
-            self.progress.update(episode, iteration, epsilon, self.best, f"{len(self.pending)} training")
+            self.queue.append(episode)
+
+    def _submit(self) -> None:
+        while self.queue and self.executor.in_flight < self.executor.slots:
+            episode = self.queue.pop(0)
+            iteration, epsilon, block = self.pending[episode]
+            self.progress.update(episode, iteration, epsilon, self.best,
+                                 f"{self.executor.in_flight + 1} training")
             self.executor.submit(episode, block.to_list(), self.ev_cfg)
 
-    def _drain_local(self) -> None:
-        """The local executor has finished by the time submit returns: take its result now,
-        so that the agent learns from it before the next block is sampled."""
-        if isinstance(self.executor, LocalExecutor):
-            for ep, result in self.executor.wait():
-                self._finish(ep, result, reused=False)
+    def _arrived(self, episode: int, result: dict, reused: bool) -> None:
+        self.ready[episode] = (result, reused)
+        block = self.pending[episode][2]
+        if not reused and self.in_flight_keys.get(block.key) == episode:
+            del self.in_flight_keys[block.key]
+            for other in self.waiting.pop(block.key, []):
+                self.ready[other] = (result, True)
+
+    def _tell_ready(self) -> None:
+        """Teach the agent the results that arrived. Asynchronous: in arrival order.
+        Synchronous: in episode order, so the blocks sampled do not depend on which worker
+        finished first (any executor samples what the local one does)."""
+        if self.asynchronous:
+            for episode in list(self.ready):
+                self._finish(episode, *self.ready.pop(episode))
+            return
+        while self.pending and min(self.pending) in self.ready:
+            episode = min(self.pending)
+            self._finish(episode, *self.ready.pop(episode))
 
     def _finish(self, episode: int, result: dict, reused: bool) -> None:
         iteration, epsilon, block = self.pending.pop(episode)
@@ -230,7 +255,3 @@ class Search:
                                  "best_reward": self.best, "reused": int(reused), "key": block.key,
                                  "nsc": json.dumps(block.to_list())})
         self.progress.advance(episode, iteration, epsilon, self.best)
-        if not reused and self.in_flight_keys.get(block.key) == episode:
-            del self.in_flight_keys[block.key]
-            for other in self.waiting.pop(block.key, []):
-                self._finish(other, self.store.lookup(block.key), reused=True)
