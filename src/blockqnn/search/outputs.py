@@ -42,9 +42,6 @@ def write_outputs(run_dir: Path, episodes: list[dict], topk: int = 10) -> dict |
 
 
 def plot_rewards(episodes: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     done = [e for e in episodes if e["status"] != "running" and e["reward"] is not None]

@@ -46,9 +46,6 @@ def block_graph(block: Block):
 def draw_block(block: Block, path: str | Path, title: str | None = None) -> list[Path]:
     """Draw ``block`` to ``path``; writes both .png and .svg (whatever suffix ``path`` has).
     Returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     import networkx as nx
 
