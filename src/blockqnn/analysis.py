@@ -30,7 +30,9 @@ def load_run(run_dir: str | Path) -> dict:
         raise ConfigError(f"{db} cannot be read: {exc}") from None
     finally:
         con.close()
-    return {"run_dir": run_dir, "episodes": episodes, "agent": json.loads(row[0]) if row else None}
+    state = json.loads(row[0]) if row else {}
+    return {"run_dir": run_dir, "episodes": episodes, "agent": state.get("agent"),
+            "predictor": state.get("predictor")}
 
 
 def finished(run: dict) -> list[dict]:

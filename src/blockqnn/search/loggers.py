@@ -10,7 +10,7 @@ from typing import Any
 
 
 FIELDS = ["episode", "iteration", "epsilon", "status", "reward", "accuracy", "flops", "params", "density",
-          "best_reward", "reused", "key", "nsc"]
+          "best_reward", "reused", "predicted", "key", "nsc"]
 
 
 class NoLogger:
@@ -70,7 +70,8 @@ class WandbLogger(NoLogger):
         for e in episodes:
             if e["status"] != "running":
                 table.add_data(e["id"], e["iteration"], e["epsilon"], e["status"], e["reward"], e["accuracy"],
-                               e["flops"], e["params"], e["density"], None, e["reused"], e["key"], e["nsc"])
+                               e["flops"], e["params"], e["density"], None, e["reused"], e["predicted"], e["key"],
+                               e["nsc"])
         payload: dict[str, Any] = {"blocks": table}
         if best is not None and (run_dir / "best_block.png").exists():
             payload["best_block"] = self.wandb.Image(str(run_dir / "best_block.png"))

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from blockqnn.agent import AGENTS, parse_schedule
 from blockqnn.errors import ConfigError
+from blockqnn.predictor import predicted_result
 from blockqnn.search.outputs import write_outputs
 from blockqnn.search.store import SearchStore
 from blockqnn.space.nsc import Block
@@ -58,6 +59,13 @@ def build_agent(cfg: DictConfig):
         raise ConfigError(f"agent.params._target_={cfg.agent.params._target_!r} is not an agent; known: "
                           + ", ".join(f"{c.__module__}.{c.__name__}" for c in AGENTS.values()))
     return agent
+
+
+def build_predictor(cfg: DictConfig):
+    node = cfg.search.get("predictor")
+    if node is None:
+        return None
+    return _instantiate(node, "predictor", seed=int(cfg.seed))
 
 
 def build_executor(cfg: DictConfig, evaluate=None):
@@ -130,11 +138,16 @@ class Search:
         from blockqnn.search.progress import SearchProgress, summary_table
 
         console = self.console or Console(stderr=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         store = SearchStore(self.run_dir / "search.db", fingerprint(self.cfg))
         agent = build_agent(self.cfg)
+        predictor = build_predictor(self.cfg)
         state = store.agent_state()
         if state is not None:
-            agent.load_state_dict(state)
+            agent.load_state_dict(state["agent"])
+            if predictor is not None:
+                predictor.load_state_dict(state["predictor"] or {}, store.measured())
+        self.predictor = predictor
         executor = build_executor(self.cfg, self.evaluate)
         logger = build_logger(self.cfg, self.run_dir)
         episodes = store.episodes()
@@ -160,7 +173,8 @@ class Search:
             with self.progress:
                 # Evaluations in flight when the search stopped run again, in order.
                 for row in running:
-                    self._start(row["id"], row["iteration"], row["epsilon"], Block.parse(row["nsc"]))
+                    self._start(row["id"], row["iteration"], row["epsilon"], Block.parse(row["nsc"]),
+                                store.prediction(row["id"]))
                 self.episode = store.next_episode()
                 if not self.asynchronous and self.episode % self.batch:
                     self._sample_until(min(self.total, (self.episode // self.batch + 1) * self.batch))
@@ -202,14 +216,27 @@ class Search:
             iteration = self.episode // self.batch
             epsilon = self.schedule.epsilon_at(self.episode, self.batch)
             block = self.agent.ask(epsilon)
-            self.store.begin(self.episode, iteration, epsilon, block.to_json(), block.key, self.agent.state_dict())
-            self._start(self.episode, iteration, epsilon, block)
+            prediction = None
+            if (self.predictor is not None and block.key not in self.in_flight_keys
+                    and self.store.lookup(block.key) is None):
+                train, mean, std = self.predictor.gate(block)
+                if not train:
+                    prediction = predicted_result(block, mean, std)
+            self.store.begin(self.episode, iteration, epsilon, block.to_json(), block.key, self._state(), prediction)
+            self._start(self.episode, iteration, epsilon, block, prediction)
             self.episode += 1
 
-    def _start(self, episode: int, iteration: int, epsilon: float, block: Block) -> None:
+    def _state(self) -> dict:
+        """The agent's and the predictor's state, saved with every episode."""
+        return {"agent": self.agent.state_dict(),
+                "predictor": self.predictor.state_dict() if self.predictor is not None else None}
+
+    def _start(self, episode: int, iteration: int, epsilon: float, block: Block, prediction: dict | None = None):
         self.pending[episode] = (iteration, epsilon, block)
         cached = self.store.lookup(block.key)
-        if cached is not None:  # evaluated before in this search: reuse, never retrain
+        if prediction is not None:  # the predictor's estimate stands in for training
+            self.ready[episode] = (prediction, False, True)
+        elif cached is not None:  # evaluated before in this search: reuse, never retrain
             self._arrived(episode, cached, reused=True)
         elif block.key in self.in_flight_keys:  # being trained right now: wait for that result
             self.waiting.setdefault(block.key, []).append(episode)
@@ -226,12 +253,12 @@ class Search:
             self.executor.submit(episode, block.to_list(), self.ev_cfg)
 
     def _arrived(self, episode: int, result: dict, reused: bool) -> None:
-        self.ready[episode] = (result, reused)
+        self.ready[episode] = (result, reused, False)
         block = self.pending[episode][2]
         if not reused and self.in_flight_keys.get(block.key) == episode:
             del self.in_flight_keys[block.key]
             for other in self.waiting.pop(block.key, []):
-                self.ready[other] = (result, True)
+                self.ready[other] = (result, True, False)
 
     def _tell_ready(self) -> None:
         """Teach the agent the results that arrived. Asynchronous: in arrival order.
@@ -245,13 +272,16 @@ class Search:
             episode = min(self.pending)
             self._finish(episode, *self.ready.pop(episode))
 
-    def _finish(self, episode: int, result: dict, reused: bool) -> None:
+    def _finish(self, episode: int, result: dict, reused: bool, predicted: bool = False) -> None:
         iteration, epsilon, block = self.pending.pop(episode)
         reward = float(result.get("reward") or 0.0)
         self.agent.tell(block, reward)
-        self.store.finish(episode, result, self.agent.state_dict(), reused)
-        self.best = reward if self.best is None else max(self.best, reward)
+        if self.predictor is not None and not reused and not predicted:  # a new measurement
+            self.predictor.maybe_refit(self.store.measured() + [(episode, block.to_list(), reward)])
+        self.store.finish(episode, result, self._state(), reused, predicted)
+        if not predicted:
+            self.best = reward if self.best is None else max(self.best, reward)
         self.logger.log_episode({"episode": episode, "iteration": iteration, "epsilon": epsilon, **result,
-                                 "best_reward": self.best, "reused": int(reused), "key": block.key,
-                                 "nsc": json.dumps(block.to_list())})
+                                 "best_reward": self.best, "reused": int(reused), "predicted": int(predicted),
+                                 "key": block.key, "nsc": json.dumps(block.to_list())})
         self.progress.advance(episode, iteration, epsilon, self.best)

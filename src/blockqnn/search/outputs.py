@@ -14,8 +14,8 @@ def ranked(episodes: list[dict]) -> list[dict]:
     """Distinct blocks (by canonical key), best reward first."""
     best: dict[str, dict] = {}
     for ep in episodes:
-        if ep["status"] == "running" or ep["reward"] is None:
-            continue
+        if ep["status"] == "running" or ep["reward"] is None or ep.get("predicted"):
+            continue  # only measured rewards rank; predicted ones never reach best/top-k
         if ep["key"] not in best or ep["reward"] > best[ep["key"]]["reward"]:
             best[ep["key"]] = ep
     return sorted(best.values(), key=lambda e: (-e["reward"], e["id"]))

@@ -15,7 +15,7 @@ from typing import Any
 from blockqnn.errors import BlockQNNError
 
 APP = "blockqnn"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS episodes (
     wall_time REAL,
     error TEXT,
     reused INTEGER NOT NULL DEFAULT 0,
+    predicted INTEGER NOT NULL DEFAULT 0,
     started_at REAL NOT NULL,
     finished_at REAL
 );
@@ -104,18 +105,26 @@ class SearchStore:
         return self._Tx(self.db)
 
     # ------------------------------------------------------------------ episodes
-    def begin(self, episode: int, iteration: int, epsilon: float, nsc: str, key: str, agent_state: dict) -> None:
+    def begin(self, episode: int, iteration: int, epsilon: float, nsc: str, key: str, agent_state: dict,
+              prediction: dict | None = None) -> None:
+        """Record a sampled block (status running). A block the predictor decided not to
+        train carries its predicted result already (predicted = 1), so a resumed search
+        keeps that decision."""
         with self.transaction() as db:
             db.execute("INSERT INTO episodes (id, iteration, epsilon, nsc, key, status, started_at) "
                        "VALUES (?, ?, ?, ?, ?, 'running', ?)", (episode, iteration, epsilon, nsc, key, time.time()))
+            if prediction is not None:
+                db.execute("UPDATE episodes SET reward = ?, density = ?, error = ?, predicted = 1 WHERE id = ?",
+                           (prediction["reward"], prediction["density"], prediction["error"], episode))
             self._save_agent(db, agent_state)
 
-    def finish(self, episode: int, result: dict, agent_state: dict, reused: bool = False) -> None:
+    def finish(self, episode: int, result: dict, agent_state: dict, reused: bool = False,
+               predicted: bool = False) -> None:
         with self.transaction() as db:
             values = [result.get(c) for c in RESULT_COLUMNS]
             db.execute(f"UPDATE episodes SET {', '.join(c + ' = ?' for c in RESULT_COLUMNS)}, reused = ?, "
-                       "finished_at = ? WHERE id = ? AND status = 'running'",
-                       (*values, int(reused), time.time(), episode))
+                       "predicted = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+                       (*values, int(reused), int(predicted), time.time(), episode))
             self._save_agent(db, agent_state)
 
     def _save_agent(self, db, state: dict) -> None:
@@ -127,6 +136,13 @@ class SearchStore:
         row = self.db.execute("SELECT state FROM agent WHERE id = 0").fetchone()
         return json.loads(row[0]) if row else None
 
+    def prediction(self, episode: int) -> dict | None:
+        row = self.db.execute("SELECT * FROM episodes WHERE id = ? AND predicted = 1", (episode,)).fetchone()
+        if row is None:
+            return None
+        return {"status": "ok", "reward": row["reward"], "accuracy": None, "flops": None, "params": None,
+                "density": row["density"], "epochs": 0, "restarts": 0, "wall_time": 0.0, "error": row["error"]}
+
     def running(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM episodes WHERE status = 'running' ORDER BY id").fetchall()
 
@@ -136,9 +152,15 @@ class SearchStore:
 
     def lookup(self, key: str) -> dict | None:
         """The first finished result of a block with this canonical key."""
-        row = self.db.execute("SELECT * FROM episodes WHERE key = ? AND status != 'running' ORDER BY id LIMIT 1",
-                              (key,)).fetchone()
+        row = self.db.execute("SELECT * FROM episodes WHERE key = ? AND status != 'running' AND predicted = 0 "
+                              "ORDER BY id LIMIT 1", (key,)).fetchone()
         return {c: row[c] for c in RESULT_COLUMNS} if row else None
+
+    def measured(self) -> list[tuple[int, list, float]]:
+        """(id, nsc, reward) of every block trained in this search (not reused, not predicted)."""
+        rows = self.db.execute("SELECT id, nsc, reward FROM episodes WHERE status != 'running' AND reused = 0 "
+                               "AND predicted = 0 ORDER BY id").fetchall()
+        return [(r[0], json.loads(r[1]), r[2]) for r in rows]
 
     def episodes(self) -> list[dict]:
         return [dict(r) for r in self.db.execute("SELECT * FROM episodes ORDER BY id")]

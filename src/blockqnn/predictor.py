@@ -1,0 +1,110 @@
+"""The faster version: a reward predictor learned online from the blocks already measured.
+
+A random forest over structural features of the NSC (counts of each layer kind, depth,
+density, leaves, length) predicts a new block's reward, with the spread of its trees as the
+uncertainty. Once it has ``min_measured`` measured blocks, a new block is trained only if its
+prediction reaches the top ``top_fraction`` of the measured rewards or its uncertainty is in
+the top ``explore_fraction`` of the measured blocks' uncertainties; otherwise the agent learns
+from the predicted reward and the episode is stored as predicted (``predicted = 1``), never
+mistaken for a measured one. The forest is refitted every ``refit_every`` measurements on the
+measured episodes only, with a fixed seed: resuming refits it on the same episodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from blockqnn.space.nsc import KERNELS, ONE_INPUT, TWO_INPUT, Block, LayerType
+
+KINDS = [(t.value, k) for t in sorted(ONE_INPUT) for k in KERNELS[t]] + [(t.value, 0) for t in sorted(TWO_INPUT)]
+
+
+def features(block: Block) -> np.ndarray:
+    """Counts of each layer kind (type and kernel) and of each type, length, depth,
+    density and the number of layers concatenated into the output."""
+    counts = dict.fromkeys(KINDS, 0)
+    types = dict.fromkeys(range(1, 7), 0)
+    for layer in block.body:
+        counts[(layer.type, layer.kernel)] += 1
+        types[layer.type] += 1
+    return np.array(list(counts.values()) + list(types.values())
+                    + [len(block), block.depth, block.density, len(block.leaves)], dtype=np.float64)
+
+
+class RewardPredictor:
+    def __init__(self, min_measured: int = 16, top_fraction: float = 0.3, explore_fraction: float = 0.1,
+                 refit_every: int = 8, n_estimators: int = 64, seed: int = 0):
+        if not 0 < top_fraction <= 1 or not 0 <= explore_fraction <= 1:
+            raise ValueError("search.predictor.top_fraction must be in (0, 1] and explore_fraction in [0, 1]")
+        self.min_measured, self.top_fraction = int(min_measured), float(top_fraction)
+        self.explore_fraction, self.refit_every = float(explore_fraction), int(refit_every)
+        self.n_estimators, self.seed = int(n_estimators), int(seed)
+        self.model = None
+        self.fitted_on: list[int] = []  # episode ids of the last fit
+        self.reward_cut = float("inf")
+        self.std_cut = float("inf")
+
+    # ------------------------------------------------------------------ fitting
+    def maybe_refit(self, measured: list[tuple[int, list, float]]) -> None:
+        """``measured``: (episode id, nsc, reward) of every measured episode so far."""
+        if len(measured) < self.min_measured:
+            return
+        if self.model is not None and len(measured) - len(self.fitted_on) < self.refit_every:
+            return
+        self.fit(measured)
+
+    def fit(self, measured: list[tuple[int, list, float]]) -> None:
+        from sklearn.ensemble import RandomForestRegressor
+
+        measured = sorted(measured)
+        x = np.stack([features(Block.parse(nsc)) for _, nsc, _ in measured])
+        y = np.array([r for _, _, r in measured])
+        self.model = RandomForestRegressor(n_estimators=self.n_estimators, random_state=self.seed, min_samples_leaf=2)
+        self.model.fit(x, y)
+        self.fitted_on = [i for i, _, _ in measured]
+        self.reward_cut = float(np.quantile(y, 1 - self.top_fraction))
+        _, std = self._predict(x)
+        self.std_cut = float(np.quantile(std, 1 - self.explore_fraction)) if self.explore_fraction > 0 else float("inf")
+
+    # ------------------------------------------------------------------ predicting
+    def _predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        per_tree = np.stack([t.predict(x) for t in self.model.estimators_])
+        return per_tree.mean(0), per_tree.std(0)
+
+    def predict(self, block: Block) -> tuple[float, float]:
+        mean, std = self._predict(features(block)[None])
+        return float(mean[0]), float(std[0])
+
+    def gate(self, block: Block) -> tuple[bool, float | None, float | None]:
+        """(train it?, predicted reward, uncertainty). Everything is trained until ready."""
+        if self.model is None:
+            return True, None, None
+        mean, std = self.predict(block)
+        return (mean >= self.reward_cut or std >= self.std_cut), mean, std
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"fitted_on": list(self.fitted_on)}
+
+    def load_state_dict(self, state: dict[str, Any], measured: list[tuple[int, list, float]]) -> None:
+        """Refit on exactly the episodes of the last fit (deterministic forest)."""
+        ids = set(state.get("fitted_on") or [])
+        if ids:
+            self.fit([m for m in measured if m[0] in ids])
+
+
+def predicted_result(block: Block, reward: float, std: float) -> dict[str, Any]:
+    return {"status": "ok", "reward": reward, "accuracy": None, "flops": None, "params": None,
+            "density": block.density, "epochs": 0, "restarts": 0, "wall_time": 0.0,
+            "error": f"predicted (uncertainty {std:.4f}); not trained"}
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)
+
+
+__all__ = ["RewardPredictor", "features", "predicted_result", "kendall_tau", "LayerType"]

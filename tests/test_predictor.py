@@ -1,0 +1,101 @@
+"""The faster version: gating, the stored predicted flag, resume with the predictor."""
+
+import json
+import random
+
+import pytest
+
+from blockqnn.predictor import RewardPredictor, features
+from blockqnn.search.loop import Search, SearchInterrupted, fingerprint
+from blockqnn.search.store import SearchStore
+from blockqnn.space.nsc import Block, random_block
+from tests.test_search import cfg_for
+
+BASE = ["recipe.epochs=1", "network.width=8", "space.max_layers=5", "agent.batch_size=8",
+        "agent.epsilon_schedule=[[1.0,4],[0.3,3]]", "logger=none"]
+PRED = ["predictor=forest", "search.predictor.min_measured=8", "search.predictor.refit_every=4"]
+
+
+def synthetic(nsc, cfg):
+    """A deterministic reward with structure a forest can learn (convs good, pools bad)."""
+    b = Block.parse(nsc)
+    convs = sum(la.type == 1 for la in b.body)
+    pools = sum(la.type in (2, 3) for la in b.body)
+    return {"status": "ok", "reward": 0.5 + 0.08 * convs - 0.05 * pools, "accuracy": 0.9, "flops": 1000,
+            "params": 10, "density": b.density, "epochs": 1, "restarts": 0, "wall_time": 0.0, "error": None}
+
+
+def test_gating_trains_promising_and_uncertain_blocks_only():
+    rng = random.Random(0)
+    measured = []
+    for i in range(40):
+        b = random_block(rng, 6)
+        measured.append((i, b.to_list(), synthetic(b.to_list(), None)["reward"]))
+    p = RewardPredictor(min_measured=50, top_fraction=0.25, explore_fraction=0.0)
+    p.maybe_refit(measured)
+    assert p.model is None and p.gate(random_block(rng, 6))[0]  # not ready: everything is trained
+    p.min_measured = 20
+    p.maybe_refit(measured)
+    assert p.model is not None and len(p.fitted_on) == 40
+    good = Block.parse([[i, 1, 3, i - 1, 0] for i in range(1, 7)])  # six convs: the best reward
+    bad = Block.parse([[i, 2 + i % 2, 3, i - 1, 0] for i in range(1, 7)])  # six pools: the worst
+    assert p.gate(good)[0] is True and p.gate(bad)[0] is False
+    assert p.gate(good)[1] > p.gate(bad)[1]
+    assert features(good).shape == features(bad).shape
+
+
+def run_search(folder, evaluate=synthetic, *extra):
+    plain = "plain" in extra
+    extra = tuple(e for e in extra if e != "plain")
+    cfg = cfg_for(*BASE, *extra) if plain else cfg_for(*BASE, *PRED, *extra)
+    Search(cfg, folder, evaluate=evaluate).run()
+    return cfg
+
+
+def rows(folder, cfg):
+    store = SearchStore(folder / "search.db", fingerprint(cfg))
+    out = store.episodes()
+    store.close()
+    return out
+
+
+def test_predicted_episodes_are_flagged_and_never_ranked(tmp_path):
+    cfg = run_search(tmp_path)
+    eps = rows(tmp_path, cfg)
+    assert len(eps) == 56
+    predicted = [e for e in eps if e["predicted"]]
+    assert predicted and all(e["accuracy"] is None and "predicted" in e["error"] for e in predicted)
+    assert all(e["id"] >= 8 for e in predicted)  # none before min_measured measurements
+    best = json.loads((tmp_path / "best_block.json").read_text())
+    top = json.loads((tmp_path / "topk.json").read_text())
+    measured_keys = {e["key"] for e in eps if not e["predicted"]}
+    assert best["key"] in measured_keys and all(t["key"] in measured_keys for t in top)
+    assert best["reward"] == max(e["reward"] for e in eps if not e["predicted"])
+
+
+class Killer:
+    """Evaluates like `synthetic` and 'kills' the search at the n-th training."""
+
+    def __init__(self, n):
+        self.n, self.calls = n, 0
+
+    def __call__(self, nsc, cfg):
+        self.calls += 1
+        if self.calls == self.n:
+            raise SearchInterrupted()
+        return synthetic(nsc, cfg)
+
+
+@pytest.mark.parametrize("with_predictor", [True, False])
+def test_resume_with_predictor_matches_uninterrupted(tmp_path, with_predictor):
+    extra = () if with_predictor else ("plain",)
+    ref = tmp_path / "ref"
+    cfg = run_search(ref, synthetic, *extra)
+    reference = [(e["nsc"], e["reward"], e["predicted"]) for e in rows(ref, cfg)]
+    run = tmp_path / "run"
+    for n in (3, 7, 4):  # a kill at the n-th training of each run
+        with pytest.raises(KeyboardInterrupt):
+            run_search(run, Killer(n), *extra)
+    run_search(run, synthetic, *extra)
+    resumed = [(e["nsc"], e["reward"], e["predicted"]) for e in rows(run, cfg)]
+    assert resumed == reference
