@@ -36,13 +36,19 @@ class BlockClassifier(L.LightningModule):
         self.save_hyperparameters({"nsc": block.to_list(), "network": dict(network),
                                    "optim": dict(optim or {}), "label_smoothing": label_smoothing})
         self.block = block
-        self.net = build_network(block, **dict(network))
+        network = dict(network)
+        self.channels_last = bool(network.pop("channels_last", False))
+        self.net = build_network(block, **network)
+        if self.channels_last:  # NHWC convolutions: faster with tensor cores
+            self.net = self.net.to(memory_format=torch.channels_last)
         classes = int(network["num_classes"])
         self.val_acc = MulticlassAccuracy(num_classes=classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=classes, average="micro")
         self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.bool), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def training_step(self, batch, batch_idx):

@@ -68,6 +68,11 @@ def network_spec(cfg: dict, dm) -> dict:
     return {**cfg["network"], "num_classes": dm.num_classes, "in_channels": c, "input_size": h}
 
 
+def _arch(spec: dict) -> dict:
+    """The spec without the settings that do not change the architecture."""
+    return {k: v for k, v in spec.items() if k != "channels_last"}
+
+
 def _quiet() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -163,7 +168,7 @@ def _train(nsc: Any, cfg: dict) -> dict[str, Any]:
         model = BlockClassifier(block.to_list(), spec, {**recipe["optim"], "lr": lr})
         if flops is None:
             flops = count_flops(model.net, shape)
-            flops_ref = _reference_flops(reward_cfg.flops_reference, spec, shape)
+            flops_ref = _reference_flops(reward_cfg.flops_reference, _arch(spec), shape)
             out.update(flops=flops, params=count_params(model.net))
         reward_cb = ShapedRewardCallback(flops, flops_ref, block.density, reward_cfg)
         restart_cb = ChanceRestartCallback(threshold)

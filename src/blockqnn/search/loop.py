@@ -38,6 +38,8 @@ def fingerprint(cfg: DictConfig) -> dict:
         "seed": ev["seed"], "data": ev["data"], "recipe": ev["recipe"], "network": ev["network"],
         "reward": ev["reward"], "max_layers": int(cfg.space.max_layers),
         "agent": OmegaConf.to_container(cfg.agent, resolve=True),
+        "predictor": OmegaConf.to_container(cfg.search.predictor, resolve=True)
+        if cfg.search.get("predictor") is not None else None,
     }
 
 

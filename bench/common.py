@@ -1,0 +1,40 @@
+"""Helpers shared by the bench scripts: run search.py in a fresh folder, read its episodes."""
+
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_search(overrides: list[str], prefix: str = "bq-bench-") -> tuple[Path, float]:
+    folder = Path(tempfile.mkdtemp(prefix=prefix)) / "run"
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "search.py"), *overrides, f"hydra.run.dir={folder}"],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"search.py {' '.join(overrides)} failed:\n{proc.stderr[-3000:]}")
+    return folder, wall
+
+
+def episodes(folder: Path) -> list[dict]:
+    con = sqlite3.connect(folder / "search.db")
+    con.row_factory = sqlite3.Row
+    rows = [dict(r) for r in con.execute("SELECT * FROM episodes ORDER BY id")]
+    con.close()
+    return rows
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (Student t)."""
+    import numpy as np
+    from scipy import stats
+
+    a = np.asarray(values, dtype=float)
+    if len(a) < 2:
+        return float(a.mean()), float("nan")
+    return float(a.mean()), float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))

@@ -1,0 +1,69 @@
+"""Reward fidelity: for random blocks, Kendall tau between the accuracy after a much longer
+training and (a) the early-stop accuracy, (b) the shaped reward, over a grid of mu and rho.
+Prints one JSON line last.
+
+usage: python bench/reward_fidelity.py [blocks] [long_epochs]"""
+
+import json
+import math
+import multiprocessing as mp
+import random
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+from scipy.stats import kendalltau
+
+from blockqnn.evaluator import evaluate
+from blockqnn.space.nsc import random_block
+
+QUICK = {"recipe": {"epochs": 3, "batch_size": 32}, "network": {"width": 16}}
+
+
+def long_cfg(epochs: int) -> dict:
+    return {"recipe": {"epochs": epochs, "batch_size": 32, "optim": {"lr": 1e-3, "lr_step": max(1, epochs // 3),
+                                                                   "lr_gamma": 0.3}},
+            "network": {"width": 16}}
+
+
+def _init():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def main(n: int = 40, long_epochs: int = 20) -> dict:
+    rng = random.Random(0)
+    blocks = []
+    while len(blocks) < n:
+        b = random_block(rng, 6)
+        if b.key not in {x.key for x in blocks}:
+            blocks.append(b)
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"), initializer=_init) as pool:
+        early = list(pool.map(evaluate, [b.to_list() for b in blocks], [QUICK] * n))
+        late = list(pool.map(evaluate, [b.to_list() for b in blocks], [long_cfg(long_epochs)] * n))
+    ok = [i for i in range(n) if early[i]["status"] == "ok" and late[i]["status"] == "ok"]
+    final = [late[i]["accuracy"] for i in ok]
+    out = {"bench": "reward_fidelity", "data": "digits", "blocks": len(ok), "early_epochs": 3,
+           "long_epochs": long_epochs,
+           "tau_early_accuracy": round(kendalltau(final, [early[i]["accuracy"] for i in ok]).statistic, 4)}
+    # FLOPs reference: recover it from the shipped reward (mu=1, rho=8, scale=0.01).
+    grid = {}
+    for mu in (0.0, 0.5, 1.0, 2.0, 4.0):
+        for rho in (0.0, 1.0, 2.0, 4.0, 8.0):
+            shaped = []
+            for i in ok:
+                e = early[i]
+                penalty_now = (e["accuracy"] - e["reward"]) / 0.01  # mu=1*log(F/Fref) + 8*log(density)
+                log_flops = penalty_now - 8.0 * math.log(e["density"])
+                shaped.append(e["accuracy"] - 0.01 * (mu * log_flops + rho * math.log(e["density"])))
+            grid[f"mu={mu},rho={rho}"] = round(kendalltau(final, shaped).statistic, 4)
+    out["tau_shaped"] = grid
+    best = max(grid, key=grid.get)
+    out["best"] = {"setting": best, "tau": grid[best]}
+    out["tau_shipped_mu1_rho8"] = grid["mu=1.0,rho=8.0"]
+    return out
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:]]
+    print(json.dumps(main(*args)))
