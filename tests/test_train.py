@@ -1,7 +1,6 @@
 """train.py: full training, exports, DDP, resume, bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -60,8 +60,9 @@ def _worker_init(env: dict[str, str], threads: int) -> None:
 
 
 def _failed(message: str) -> dict:
-    return {"status": "failed", "reward": 0.0, "accuracy": None, "flops": None, "params": None, "density": None,
-            "epochs": 0, "restarts": 0, "wall_time": 0.0, "error": message}
+    from blockqnn.evaluator.proxy import empty_result
+
+    return empty_result("failed", message)
 
 
 def gpu_count() -> int:

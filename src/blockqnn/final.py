@@ -4,9 +4,7 @@ write metrics.json, a checkpoint, and TorchScript and ONNX exports with the bloc
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -111,11 +109,12 @@ def _lightning_logger(cfg: DictConfig, run_dir: Path, block: Block):
     if target.endswith("WandbLogger"):
         from lightning.pytorch.loggers import WandbLogger
 
-        configured = os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()
-        mode = cfg.logger.get("mode") or os.environ.get("WANDB_MODE") or ("online" if configured else "offline")
-        run_id = "bqt-" + hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
-        return WandbLogger(project=cfg.logger.get("project", "blockqnn"), save_dir=str(run_dir), id=run_id,
-                           offline=(mode == "offline"), resume="allow", name=f"train {block.key[:8]}",
+        from blockqnn.search.loggers import run_id, wandb_mode
+
+        mode = wandb_mode(cfg.logger.get("mode"))
+        return WandbLogger(project=cfg.logger.get("project", "blockqnn"), save_dir=str(run_dir),
+                           id=run_id(run_dir, "bqt"), offline=(mode == "offline"), resume="allow",
+                           name=f"train {block.key[:8]}",
                            config=OmegaConf.to_container(cfg, resolve=True))
     if target.endswith("CSVLogger"):
         from lightning.pytorch.loggers import CSVLogger

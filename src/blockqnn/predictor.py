@@ -96,9 +96,10 @@ class RewardPredictor:
 
 
 def predicted_result(block: Block, reward: float, std: float) -> dict[str, Any]:
-    return {"status": "ok", "reward": reward, "accuracy": None, "flops": None, "params": None,
-            "density": block.density, "epochs": 0, "restarts": 0, "wall_time": 0.0,
-            "error": f"predicted (uncertainty {std:.4f}); not trained"}
+    from blockqnn.evaluator.proxy import empty_result
+
+    return empty_result("ok", f"predicted (uncertainty {std:.4f}); not trained", reward=reward,
+                        density=block.density)
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:

@@ -82,14 +82,18 @@ def _quiet() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 
+def empty_result(status: str = "failed", error: str | None = None, **values: Any) -> dict[str, Any]:
+    """A result with every field of :func:`evaluate`'s, reward 0 unless given."""
+    return {"status": status, "reward": 0.0, "accuracy": None, "flops": None, "params": None, "density": None,
+            "epochs": 0, "restarts": 0, "wall_time": 0.0, "error": error, "history": [], **values}
+
+
 def evaluate(nsc: Any, cfg: dict | None = None) -> dict[str, Any]:
     """Train the network built from ``nsc`` with the search recipe and return its result:
     ``status, reward, accuracy, flops, params, density, epochs, restarts, wall_time, error``
     (plus the per-epoch validation accuracies in ``history``)."""
     start = time.perf_counter()
-    result: dict[str, Any] = {"status": "failed", "reward": 0.0, "accuracy": None, "flops": None,
-                              "params": None, "density": None, "epochs": 0, "restarts": 0,
-                              "wall_time": 0.0, "error": None, "history": []}
+    result = empty_result()
     try:
         cfg = resolve_config(cfg)
         devices = int(cfg.get("evaluator", {}).get("devices", 1))

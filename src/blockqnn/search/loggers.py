@@ -39,9 +39,17 @@ class CSVLogger(NoLogger):
         self.file.close()
 
 
-def run_id(run_dir: Path) -> str:
-    """A W&B run id derived from the run folder, so a resumed search continues its run."""
-    return "bq-" + hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
+def run_id(run_dir: Path, prefix: str = "bq") -> str:
+    """A W&B run id derived from the run folder, so a resumed run continues its W&B run."""
+    return f"{prefix}-" + hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
+
+
+def wandb_mode(mode: str | None = None) -> str:
+    """Offline unless asked, or unless the user set W&B up (an API key, a login, WANDB_MODE)."""
+    if mode:
+        return mode
+    configured = os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()
+    return os.environ.get("WANDB_MODE") or ("online" if configured else "offline")
 
 
 class WandbLogger(NoLogger):
@@ -51,10 +59,7 @@ class WandbLogger(NoLogger):
 
         os.environ.setdefault("WANDB_SILENT", "true")
         run_dir = Path(run_dir)
-        if mode is None:
-            # Offline unless the user set W&B up (an API key, a login, or WANDB_MODE).
-            configured = os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()
-            mode = os.environ.get("WANDB_MODE") or ("online" if configured else "offline")
+        mode = wandb_mode(mode)
         self.id = run_id(run_dir)
         self.run = wandb.init(project=project, entity=entity, name=name or run_dir.name, id=self.id,
                               resume="allow", dir=str(run_dir), mode=mode, config=run_config,

@@ -140,8 +140,9 @@ class SearchStore:
         row = self.db.execute("SELECT * FROM episodes WHERE id = ? AND predicted = 1", (episode,)).fetchone()
         if row is None:
             return None
-        return {"status": "ok", "reward": row["reward"], "accuracy": None, "flops": None, "params": None,
-                "density": row["density"], "epochs": 0, "restarts": 0, "wall_time": 0.0, "error": row["error"]}
+        from blockqnn.evaluator.proxy import empty_result
+
+        return empty_result("ok", row["error"], reward=row["reward"], density=row["density"])
 
     def running(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM episodes WHERE status = 'running' ORDER BY id").fetchall()
