@@ -96,6 +96,19 @@ def test_image_folder(tmp_path):
         build_datamodule({"name": "image_folder", "root": str(tmp_path / "nope")}, 4, 0).setup()
 
 
+def test_image_folder_streaming(tmp_path):
+    write_folder(tmp_path, classes=3, per_class=4, size=40)
+    dm = build_datamodule({"name": "image_folder", "root": str(tmp_path), "input_size": 24, "in_memory": False,
+                           "num_workers": 0, "val_fraction": 0.25}, batch_size=4, seed=0)
+    x, y = first_batch(dm)
+    assert x.shape == (4, 3, 24, 24) and x.dtype == torch.float32
+    vx, _ = first_batch(dm, "val")
+    assert vx.shape[1:] == (3, 24, 24)
+    assert dm.num_classes == 3 and len(dm._train) == 9 and len(dm._val) == 3 and dm.test_reads == 0
+    tx, _ = first_batch(dm, "test")
+    assert tx.shape[1:] == (3, 24, 24) and dm.test_reads == 1
+
+
 @pytest.mark.skipif(not SHARED_CIFAR.exists(), reason="../shared/data/cifar10_jpg.tar.gz is absent")
 def test_image_folder_on_shared_cifar10_jpegs(tmp_path):
     per = {}

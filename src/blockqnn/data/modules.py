@@ -234,7 +234,86 @@ class TensorDataModule(L.LightningDataModule):
         return TensorLoader(self._test, self.eval_batch_size, self.mean, self.std)
 
 
-def build_datamodule(data_cfg: dict, batch_size: int, seed: int, device: str = "cpu") -> TensorDataModule:
+def build_datamodule(data_cfg: dict, batch_size: int, seed: int, device: str = "cpu"):
     cfg = dict(data_cfg)
     name = cfg.pop("name")
+    in_memory = cfg.pop("in_memory", True)
+    if name == "image_folder" and not in_memory:
+        cfg.pop("augment", None)  # the streaming pipeline has its own transforms v2
+        return StreamingImageFolder(batch_size=batch_size, seed=seed, **cfg)
+    cfg.pop("num_workers", None)
     return TensorDataModule(name=name, batch_size=batch_size, seed=seed, device=device, **cfg)
+
+
+class StreamingImageFolder(L.LightningDataModule):
+    """An ImageNet-layout folder streamed from disk (``data=image_folder data.in_memory=false``):
+    torchvision ImageFolder with transforms v2 (RandomResizedCrop and flip for training,
+    resize and centre crop for evaluation), a seeded validation split of the training folder,
+    and DataLoader workers. For data sets too large to hold in memory."""
+
+    def __init__(self, root: str, batch_size: int = 256, seed: int = 0, val_fraction: float = 0.1,
+                 input_size: int = 224, num_workers: int = 4, eval_batch_size: int | None = None, **_: Any):
+        super().__init__()
+        self.root = Path(root or "")
+        if not root or not (self.root / "train").is_dir():
+            raise ConfigError(f"data.root={root}: expected an ImageNet-style folder with "
+                              "train/<class>/<image> and test/<class>/<image>")
+        self.batch_size, self.seed, self.val_fraction = int(batch_size), int(seed), float(val_fraction)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.size, self.num_workers = int(input_size), int(num_workers)
+        self.test_reads = 0
+        self._train = None
+
+    def _transforms(self, train: bool):
+        from torchvision.transforms import v2
+
+        norm = v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])  # ImageNet statistics
+        if train:
+            steps = [v2.RandomResizedCrop(self.size, antialias=True), v2.RandomHorizontalFlip()]
+        else:
+            steps = [v2.Resize(int(round(self.size * 256 / 224)), antialias=True), v2.CenterCrop(self.size)]
+        return v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True), norm])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._train is not None:
+            return
+        from torch.utils.data import Subset
+        from torchvision.datasets import ImageFolder
+
+        train_view = ImageFolder(str(self.root / "train"), transform=self._transforms(True))
+        eval_view = ImageFolder(str(self.root / "train"), transform=self._transforms(False))
+        order = torch.randperm(len(train_view), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        n_val = max(1, int(round(len(order) * self.val_fraction)))
+        self._train, self._val = Subset(train_view, order[n_val:]), Subset(eval_view, order[:n_val])
+        self.classes = len(train_view.classes)
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return self.classes
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (3, self.size, self.size)
+
+    def _loader(self, ds, shuffle: bool, batch: int):
+        from torch.utils.data import DataLoader
+
+        return DataLoader(ds, batch_size=batch, shuffle=shuffle, num_workers=self.num_workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed) if shuffle else None)
+
+    def train_dataloader(self):
+        self.setup()
+        return self._loader(self._train, True, self.batch_size)
+
+    def val_dataloader(self):
+        self.setup()
+        return self._loader(self._val, False, self.eval_batch_size)
+
+    def test_dataloader(self):
+        from torchvision.datasets import ImageFolder
+
+        self.test_reads += 1
+        return self._loader(ImageFolder(str(self.root / "test"), transform=self._transforms(False)), False,
+                            self.eval_batch_size)
