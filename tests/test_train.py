@@ -1,6 +1,7 @@
 """train.py: full training, exports, DDP, resume, bad input."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["logger=csv", "network.width=8", "network.blocks_per_stage=1"]
 
 
-def train_cmd(run, *extra):
-    return [sys.executable, str(ROOT / "train.py"), *FAST, f"hydra.run.dir={run}", *extra]
+def train_cmd(run, *extra, logger="csv"):
+    base = [f for f in FAST if not f.startswith("logger=")] + [f"logger={logger}"]
+    return [sys.executable, str(ROOT / "train.py"), *base, f"hydra.run.dir={run}", *extra]
 
 
 def test_resolve_block_forms(tmp_path):
@@ -41,8 +43,14 @@ def test_resolve_block_forms(tmp_path):
 @pytest.mark.slow
 def test_digits_training_metrics_and_exports_agree(tmp_path):
     run = tmp_path / "run"
-    out = subprocess.run(train_cmd(run, "train.epochs=2"), capture_output=True, text=True, timeout=600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env["HOME"] = str(tmp_path)  # no W&B login: offline
+    out = subprocess.run(train_cmd(run, "train.epochs=2", logger="wandb"), capture_output=True, text=True,
+                         timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
+    # W&B (offline) logged the training and the block's picture.
+    runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("files/media/images/block_*.png"))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and 0.5 < metrics["test_acc"] <= 1.0
     assert metrics["params"] > 0 and metrics["flops"] > 0 and metrics["wall_time"] > 0
