@@ -80,8 +80,9 @@ def _cifar(cls_name: str):
 
         base = getattr(torchvision.datasets, cls_name)
         root = cfg.get("root")
-        if not root:
-            raise ConfigError(f"data.root is required for data={cls_name.lower()}")
+        if not root or root == "???":
+            raise ConfigError(f"data.root is required for data={cls_name.lower()}: the folder holding "
+                              f"torchvision's {cls_name} files (data.download=true fetches them there)")
         verify = bool(cfg.get("verify", True))
 
         class Checked(base):  # type: ignore[misc, valid-type]
@@ -126,7 +127,7 @@ def _image_folder_split(folder: Path, size: int) -> TensorSplit:
 
 def _image_folder(cfg: dict):
     root = Path(cfg.get("root") or "")
-    if not cfg.get("root") or not (root / "train").is_dir():
+    if cfg.get("root") in (None, "", "???") or not (root / "train").is_dir():
         raise ConfigError(
             f"data.root={cfg.get('root')}: expected an ImageNet-style folder with "
             "train/<class>/<image> and test/<class>/<image>"

@@ -97,6 +97,12 @@ def validate(cfg: DictConfig) -> None:
     if cfg.trainer.get("strategy") == "ddp" or int(cfg.trainer.devices) != 1:
         raise ConfigError("a search trains each candidate on trainer.devices=1; for DDP per candidate use "
                           "evaluator.devices=<k> (each candidate then runs as its own torchrun process group)")
+    if (cfg.trainer.accelerator in ("gpu", "cuda") and str(target).endswith(("LocalExecutor", "PoolExecutor"))):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator} but no GPU is visible here; "
+                              "use trainer=cpu (or run where a GPU is)")
     if int(cfg.agent.batch_size) <= 0:
         raise ConfigError(f"agent.batch_size={cfg.agent.batch_size} must be a positive integer")
     if not 1 <= int(cfg.space.max_layers) <= 64:
