@@ -143,6 +143,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, local_referenc
     ("agent.params._target_=blockqnn.agent.GeneticAgent", "cannot build the agent"),
     ("agent.batch_size=0", "agent.batch_size=0"),
     ("trainer=ddp", "use evaluator.devices"),
+    ("data=cifar100", "data.root is required"),
+    pytest.param("trainer=gpu", "no GPU is visible",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is here")),
 ])
 def test_bad_input_is_refused_before_training(tmp_path, override, message):
     run = tmp_path / "run"
