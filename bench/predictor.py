@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import episodes, mean_ci, run_search  # noqa: E402
+from _common import episodes, mean_ci, run_search  # noqa: E402
 
 COMMON = ["logger=none", "executor=pool", "agent.batch_size=8", "agent.epsilon_schedule=[[1.0,3],[0.5,2],[0.1,2]]",
           "space.max_layers=6"]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ROOT, episodes, mean_ci, run_search  # noqa: E402
+from _common import ROOT, episodes, mean_ci, run_search  # noqa: E402
 
 AGENTS = ["qlearning", "random", "evolution", "tpe"]
 
