@@ -45,6 +45,7 @@ class RewardPredictor:
         self.fitted_on: list[int] = []  # episode ids of the last fit
         self.reward_cut = float("inf")
         self.std_cut = float("inf")
+        self._features: dict[int, np.ndarray] = {}  # by episode id: computed once per block
 
     # ------------------------------------------------------------------ fitting
     def maybe_refit(self, measured: list[tuple[int, list, float]]) -> None:
@@ -59,7 +60,10 @@ class RewardPredictor:
         from sklearn.ensemble import RandomForestRegressor
 
         measured = sorted(measured)
-        x = np.stack([features(Block.parse(nsc)) for _, nsc, _ in measured])
+        for i, nsc, _ in measured:
+            if i not in self._features:
+                self._features[i] = features(Block.parse(nsc))
+        x = np.stack([self._features[i] for i, _, _ in measured])
         y = np.array([r for _, _, r in measured])
         self.model = RandomForestRegressor(n_estimators=self.n_estimators, random_state=self.seed, min_samples_leaf=2)
         self.model.fit(x, y)

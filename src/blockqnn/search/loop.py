@@ -151,10 +151,12 @@ class Search:
         agent = build_agent(self.cfg)
         predictor = build_predictor(self.cfg)
         state = store.agent_state()
+        # The measured episodes, kept in memory for the predictor (read once, then appended).
+        self.measured = store.measured() if predictor is not None else []
         if state is not None:
             agent.load_state_dict(state["agent"])
             if predictor is not None:
-                predictor.load_state_dict(state["predictor"] or {}, store.measured())
+                predictor.load_state_dict(state["predictor"] or {}, self.measured)
         self.predictor = predictor
         executor = build_executor(self.cfg, self.evaluate)
         logger = build_logger(self.cfg, self.run_dir)
@@ -285,7 +287,8 @@ class Search:
         reward = float(result.get("reward") or 0.0)
         self.agent.tell(block, reward)
         if self.predictor is not None and not reused and not predicted:  # a new measurement
-            self.predictor.maybe_refit(self.store.measured() + [(episode, block.to_list(), reward)])
+            self.measured.append((episode, block.to_list(), reward))
+            self.predictor.maybe_refit(self.measured)
         self.store.finish(episode, result, self._state(), reused, predicted)
         if not predicted:
             self.best = reward if self.best is None else max(self.best, reward)
