@@ -345,3 +345,33 @@ def test_ddp_per_candidate_search(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     rows = episodes_of(run)
     assert len(rows) == 2 and all(r[2] == "ok" for r in rows), rows
+
+
+@pytest.mark.slow
+def test_local_ray_listens_on_loopback_only():
+    import ipaddress
+
+    code = (
+        "import psutil, json\n"
+        "from blockqnn.executors import RayExecutor\n"
+        "ex = RayExecutor(local_cpus=1)\n"
+        "import ray\n"
+        "print(ray.get(ray.remote(lambda: 1).remote()))\n"
+        "addrs = []\n"
+        "for p in psutil.Process().children(recursive=True):\n"
+        "    try:\n"
+        "        addrs += [c.laddr.ip for c in p.net_connections(kind='inet') if c.status == 'LISTEN']\n"
+        "    except psutil.Error:\n"
+        "        pass\n"
+        "print(json.dumps(addrs))\n"
+        "ray.shutdown()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    addrs = json.loads(out.stdout.strip().splitlines()[-1])
+    assert addrs, "no listening sockets found for the Ray processes"
+    for a in addrs:
+        ip = ipaddress.ip_address(a)
+        if ip.version == 6 and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        assert ip.is_loopback, f"a Ray process listens on {a}"

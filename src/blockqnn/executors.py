@@ -160,6 +160,11 @@ class RayExecutor:
     def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
                  max_in_flight: int | None = None, max_retries: int = 3, include_dashboard: bool = False,
                  local_cpus: int | None = None, **_: Any):
+        if not address:
+            # A private local instance listens on the loopback address only: Ray resolves
+            # "127.0.0.1" to the machine's address unless it is told this is no cluster
+            # (its own switch for laptops; read when ray is imported, so set both).
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         import ray
 
         from blockqnn.evaluator import evaluate
@@ -168,9 +173,11 @@ class RayExecutor:
             if address:
                 ray.init(address=address, include_dashboard=include_dashboard, log_to_driver=False)
             else:
-                # A private local instance: loopback only, no dashboard unless asked.
+                import ray._private.ray_constants as ray_constants
+
+                ray_constants.ENABLE_RAY_CLUSTER = False
                 ray.init(num_cpus=local_cpus, include_dashboard=include_dashboard, log_to_driver=False,
-                         _node_ip_address="127.0.0.1", configure_logging=False)
+                         configure_logging=False)
         self.ray = ray
         self.num_gpus = float(num_gpus)
         self.task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries,
