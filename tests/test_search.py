@@ -375,3 +375,21 @@ def test_local_ray_listens_on_loopback_only():
         if ip.version == 6 and ip.ipv4_mapped:
             ip = ip.ipv4_mapped
         assert ip.is_loopback, f"a Ray process listens on {a}"
+
+
+def test_wandb_is_offline_unless_set_up(tmp_path, monkeypatch):
+    from blockqnn.search.loggers import wandb_mode
+
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert wandb_mode() == "offline"
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine pypi.org login a password b\n")
+    netrc.chmod(0o600)
+    assert wandb_mode() == "offline"  # credentials for another host are not a W&B login
+    netrc.write_text("machine api.wandb.ai login user password key\n")
+    assert wandb_mode() == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode() == "disabled"
+    assert wandb_mode("offline") == "offline"

@@ -48,8 +48,21 @@ def wandb_mode(mode: str | None = None) -> str:
     """Offline unless asked, or unless the user set W&B up (an API key, a login, WANDB_MODE)."""
     if mode:
         return mode
-    configured = os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()
-    return os.environ.get("WANDB_MODE") or ("online" if configured else "offline")
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if os.environ.get("WANDB_API_KEY") or _wandb_login() else "offline"
+
+
+def _wandb_login() -> bool:
+    """Whether `wandb login` stored a key: an api.wandb.ai entry (or WANDB_BASE_URL's host) in ~/.netrc."""
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
 
 
 class WandbLogger(NoLogger):
