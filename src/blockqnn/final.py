@@ -197,12 +197,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     ema = EMACallback(float(t.ema)) if t.get("ema") else None
     if ema is not None:
         callbacks.append(ema)
+    from lightning.pytorch.loggers import WandbLogger
+
     logger = _lightning_logger(cfg, run_dir, block)
-    trainer_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()}
+    wandb = isinstance(logger, WandbLogger)
     trainer = L.Trainer(max_epochs=int(t.epochs), callbacks=callbacks, logger=logger,
                         default_root_dir=str(run_dir), enable_model_summary=False, num_sanity_val_steps=0,
-                        log_every_n_steps=10, **trainer_kwargs)
-    if logger and trainer.is_global_zero and hasattr(logger, "log_image"):
+                        log_every_n_steps=10, **OmegaConf.to_container(cfg.trainer, resolve=True))
+    if wandb and trainer.is_global_zero:
         draw_block(block, run_dir / "block.png")
         logger.log_image(key="block", images=[str(run_dir / "block.png")])
     start = time.perf_counter()
@@ -213,12 +215,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     test = trainer.test(model, datamodule=dm, verbose=False)
     metrics: dict[str, Any] = {}
     if trainer.is_global_zero:
-        net_cpu = model.net
         metrics = {
             "block": block.to_list(), "key": block.key,
             "test_acc": float(test[0]["test/acc"]) if test else None,
             "val_acc": float(trainer.callback_metrics["val/acc"]) if "val/acc" in trainer.callback_metrics else None,
-            "params": count_params(net_cpu), "flops": count_flops(net_cpu, (c, h, h)),
+            "params": count_params(model.net), "flops": count_flops(model.net, (c, h, h)),
             "epochs": int(trainer.current_epoch), "wall_time": wall,
             "resumed_from": str(ckpt_path) if ckpt_path else None,
             "images_per_second": throughput.rate,
@@ -227,10 +228,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             example = next(iter(dm.test_dataloader()))[0][:2]
             metrics["exports"] = export(model, example, run_dir, block)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if logger and hasattr(logger, "experiment") and trainer.is_global_zero and target_is_wandb(cfg):
+    if wandb and trainer.is_global_zero:
         logger.experiment.finish()
     return metrics
-
-
-def target_is_wandb(cfg: DictConfig) -> bool:
-    return str(cfg.logger.get("_target_", "")).endswith("WandbLogger")

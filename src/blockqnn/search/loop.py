@@ -161,7 +161,9 @@ class Search:
         executor = build_executor(self.cfg, self.evaluate)
         logger = build_logger(self.cfg, self.run_dir)
         episodes = store.episodes()
-        self.best = max((e["reward"] for e in episodes if e["status"] != "running"), default=None)
+        # Best measured reward so far: predicted rewards never count (as in _finish).
+        self.best = max((e["reward"] for e in episodes if e["status"] != "running" and not e["predicted"]),
+                        default=None)
         done = sum(e["status"] != "running" for e in episodes)
         running = store.running()
         if done or running:
@@ -169,7 +171,7 @@ class Search:
         self.store, self.agent, self.executor, self.logger = store, agent, executor, logger
         self.pending: dict[int, tuple[int, float, Block]] = {}  # sampled, not yet told, by episode
         self.queue: list[int] = []  # sampled episodes waiting for a free executor slot
-        self.ready: dict[int, tuple[dict, bool]] = {}  # results not yet told (synchronous order)
+        self.ready: dict[int, tuple[dict, bool, bool]] = {}  # (result, reused, predicted) not yet told
         self.in_flight_keys: dict[str, int] = {}  # canonical key -> episode being trained
         self.waiting: dict[str, list[int]] = {}  # key -> episodes waiting for that result
         self.progress = SearchProgress(console, self.total, done, self.best)
@@ -243,10 +245,9 @@ class Search:
 
     def _start(self, episode: int, iteration: int, epsilon: float, block: Block, prediction: dict | None = None):
         self.pending[episode] = (iteration, epsilon, block)
-        cached = self.store.lookup(block.key)
         if prediction is not None:  # the predictor's estimate stands in for training
             self.ready[episode] = (prediction, False, True)
-        elif cached is not None:  # evaluated before in this search: reuse, never retrain
+        elif (cached := self.store.lookup(block.key)) is not None:  # evaluated before: reuse, never retrain
             self._arrived(episode, cached, reused=True)
         elif block.key in self.in_flight_keys:  # being trained right now: wait for that result
             self.waiting.setdefault(block.key, []).append(episode)
