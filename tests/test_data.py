@@ -156,3 +156,53 @@ def test_augmentation_is_per_sample():
     out = random_crop_flip(x, 2, True, torch.Generator().manual_seed(0))
     assert out.shape == x.shape
     assert len({bytes(o.numpy()) for o in out}) > 10  # different crops/flips per sample
+
+
+def test_subset_is_stratified_seeded_and_split_after():
+    from blockqnn.data.modules import stratified_subset
+
+    labels = torch.tensor([0] * 600 + [1] * 300 + [2] * 100)
+    index = stratified_subset(labels, 101, torch.Generator().manual_seed(0))
+    assert len(index) == 101 and len(set(index.tolist())) == 101
+    assert torch.bincount(labels[index]).tolist() == [61, 30, 10]  # largest remainder: 60.6, 30.3, 10.1
+    again = stratified_subset(labels, 101, torch.Generator().manual_seed(0))
+    other = stratified_subset(labels, 101, torch.Generator().manual_seed(1))
+    assert torch.equal(index, again) and not torch.equal(index, other)
+
+    cfg = {"name": "digits", "val_fraction": 0.2, "subset": 500}
+    dm = build_datamodule(cfg, batch_size=32, seed=0)
+    dm.setup()
+    assert len(dm._train) == 400 and len(dm._val) == 100
+    full = build_datamodule({"name": "digits", "val_fraction": 0.2}, batch_size=32, seed=0)
+    full.setup()
+    counts = torch.bincount(torch.cat([dm._train.labels, dm._val.labels]), minlength=10)
+    every = torch.cat([full._train.labels, full._val.labels])
+    share = torch.bincount(every, minlength=10) * 500 / len(every)
+    assert ((counts - share).abs() < 1).all()  # each class keeps its share, rounded
+    first_batch(dm, "test"), first_batch(full, "test")
+    assert len(dm._test) == len(full._test) > 0  # the held-out test split is never subset
+
+
+@pytest.mark.parametrize("bad", [0, 1, -5, 2.5, "many", True])
+def test_subset_refuses_bad_values(bad):
+    with pytest.raises(ConfigError, match="data.subset"):
+        build_datamodule({"name": "digits", "subset": bad}, 8, 0)
+
+
+def test_subset_larger_than_the_data():
+    with pytest.raises(ConfigError, match=r"data.subset=5000 is larger than the 1\d+ labelled"):
+        build_datamodule({"name": "digits", "subset": 5000}, 8, 0).setup()
+
+
+def test_subset_on_streaming_image_folder(tmp_path):
+    write_folder(tmp_path, classes=3, per_class=6, size=20)
+    dm = build_datamodule({"name": "image_folder", "root": str(tmp_path), "input_size": 16, "in_memory": False,
+                           "num_workers": 0, "val_fraction": 0.25, "subset": 12}, batch_size=4, seed=0)
+    dm.setup()
+    assert len(dm._train) == 9 and len(dm._val) == 3
+    targets = dm._train.dataset.targets
+    kept = [targets[i] for i in dm._train.indices + dm._val.indices]
+    assert sorted(kept) == [0] * 4 + [1] * 4 + [2] * 4
+    with pytest.raises(ConfigError, match="data.subset=99 is larger than the 18 images"):
+        build_datamodule({"name": "image_folder", "root": str(tmp_path), "in_memory": False, "num_workers": 0,
+                          "subset": 99}, 4, 0).setup()

@@ -158,6 +158,30 @@ SOURCES: dict[str, Callable[[dict], Any]] = {
 }
 
 
+def _check_subset(subset: Any) -> None:
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 2):
+        raise ConfigError(f"data.subset={subset!r} must be null (all images) or a whole number of images >= 2")
+
+
+def stratified_subset(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of ``n`` examples drawn without replacement so that every class keeps its share
+    (largest-remainder rounding), in a seeded random order. For proxy searches on part of a
+    large training set (``data.subset``)."""
+    classes, counts = labels.unique(return_counts=True)
+    exact = counts.double() * n / len(labels)
+    take = exact.floor().long()
+    short = n - int(take.sum())
+    if short:
+        order = torch.argsort(exact - take, descending=True, stable=True)
+        take[order[:short]] += 1
+    picked = []
+    for c, k in zip(classes.tolist(), take.tolist()):
+        members = (labels == c).nonzero().flatten()
+        picked.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    index = torch.cat(picked)
+    return index[torch.randperm(len(index), generator=generator)]
+
+
 class TensorDataModule(L.LightningDataModule):
     """A data module over an in-memory dataset, with a seeded validation split."""
 
@@ -170,6 +194,7 @@ class TensorDataModule(L.LightningDataModule):
         augment: dict | None = None,
         device: str | torch.device = "cpu",
         eval_batch_size: int | None = None,
+        subset: int | None = None,
         **source_cfg: Any,
     ):
         super().__init__()
@@ -177,6 +202,8 @@ class TensorDataModule(L.LightningDataModule):
             raise ConfigError(f"unknown data {name!r}; known: {', '.join(SOURCES)}")
         if not 0.0 < float(val_fraction) < 1.0:
             raise ConfigError(f"data.val_fraction={val_fraction} must be in (0, 1)")
+        _check_subset(subset)
+        self.subset = subset
         self.name = name
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or max(batch_size, 512))
@@ -197,6 +224,11 @@ class TensorDataModule(L.LightningDataModule):
             return
         full, self._test_loader = SOURCES[self.name](self.source_cfg)
         g = torch.Generator().manual_seed(self.seed)
+        if self.subset is not None:
+            if self.subset > len(full):
+                raise ConfigError(f"data.subset={self.subset} is larger than the {len(full)} labelled "
+                                  f"training images of data={self.name}")
+            full = full.subset(stratified_subset(full.labels, self.subset, g))
         order = torch.randperm(len(full), generator=g)
         n_val = max(1, int(round(len(full) * self.val_fraction)))
         train, val = full.subset(order[n_val:]), full.subset(order[:n_val])
@@ -253,8 +285,11 @@ class StreamingImageFolder(L.LightningDataModule):
     and DataLoader workers. For data sets too large to hold in memory."""
 
     def __init__(self, root: str, batch_size: int = 256, seed: int = 0, val_fraction: float = 0.1,
-                 input_size: int = 224, num_workers: int = 4, eval_batch_size: int | None = None, **_: Any):
+                 input_size: int = 224, num_workers: int = 4, eval_batch_size: int | None = None,
+                 subset: int | None = None, **_: Any):
         super().__init__()
+        _check_subset(subset)
+        self.subset = subset
         self.root = Path(root or "")
         if not root or not (self.root / "train").is_dir():
             raise ConfigError(f"data.root={root}: expected an ImageNet-style folder with "
@@ -283,7 +318,15 @@ class StreamingImageFolder(L.LightningDataModule):
 
         train_view = ImageFolder(str(self.root / "train"), transform=self._transforms(True))
         eval_view = ImageFolder(str(self.root / "train"), transform=self._transforms(False))
-        order = torch.randperm(len(train_view), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        g = torch.Generator().manual_seed(self.seed)
+        if self.subset is not None:
+            if self.subset > len(train_view):
+                raise ConfigError(f"data.subset={self.subset} is larger than the {len(train_view)} images "
+                                  f"under {self.root / 'train'}")
+            kept = stratified_subset(torch.tensor(train_view.targets), self.subset, g)
+        else:
+            kept = torch.arange(len(train_view))
+        order = kept[torch.randperm(len(kept), generator=g)].tolist()
         n_val = max(1, int(round(len(order) * self.val_fraction)))
         self._train, self._val = Subset(train_view, order[n_val:]), Subset(eval_view, order[:n_val])
         self.classes = len(train_view.classes)
