@@ -2,13 +2,18 @@
 training and (a) the early-stop accuracy, (b) the shaped reward, over a grid of mu and rho.
 Prints one JSON line last.
 
-usage: python bench/reward_fidelity.py [blocks] [long_epochs]"""
+usage: python bench/reward_fidelity.py [blocks] [long_epochs] [--data digits|fashion_mnist]
 
+digits: the quick recipe (3 epochs) against long_epochs (20). fashion_mnist: the CPU proxy of
+bench/strategies.py (a stratified 5,000-image subset, 4,000 train / 1,000 validation, one
+epoch at batch 32) against long_epochs on the same images; both score the same validation
+images."""
+
+import argparse
 import json
 import math
 import multiprocessing as mp
 import random
-import sys
 from concurrent.futures import ProcessPoolExecutor
 
 from scipy.stats import kendalltau
@@ -16,11 +21,20 @@ from scipy.stats import kendalltau
 from blockqnn.evaluator import evaluate
 from blockqnn.space.nsc import random_block
 
-QUICK = {"recipe": {"epochs": 3, "batch_size": 32}, "network": {"width": 16}}
+DATA = {
+    "digits": ({"name": "digits", "val_fraction": 0.2}, 3),
+    "fashion_mnist": ({"name": "fashion_mnist", "subset": 5000, "val_fraction": 0.2}, 1),
+}
 
 
-def long_cfg(epochs: int) -> dict:
-    return {"recipe": {"epochs": epochs, "batch_size": 32, "optim": {"lr": 1e-3, "lr_step": max(1, epochs // 3),
+def early_cfg(data: str) -> dict:
+    source, epochs = DATA[data]
+    return {"data": source, "recipe": {"epochs": epochs, "batch_size": 32}, "network": {"width": 16}}
+
+
+def long_cfg(data: str, epochs: int) -> dict:
+    return {"data": DATA[data][0],
+            "recipe": {"epochs": epochs, "batch_size": 32, "optim": {"lr": 1e-3, "lr_step": max(1, epochs // 3),
                                                                    "lr_gamma": 0.3}},
             "network": {"width": 16}}
 
@@ -31,7 +45,7 @@ def _init():
     torch.set_num_threads(1)
 
 
-def main(n: int = 40, long_epochs: int = 20) -> dict:
+def main(n: int = 40, long_epochs: int = 20, data: str = "digits") -> dict:
     rng = random.Random(0)
     blocks = []
     while len(blocks) < n:
@@ -39,11 +53,11 @@ def main(n: int = 40, long_epochs: int = 20) -> dict:
         if b.key not in {x.key for x in blocks}:
             blocks.append(b)
     with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"), initializer=_init) as pool:
-        early = list(pool.map(evaluate, [b.to_list() for b in blocks], [QUICK] * n))
-        late = list(pool.map(evaluate, [b.to_list() for b in blocks], [long_cfg(long_epochs)] * n))
+        early = list(pool.map(evaluate, [b.to_list() for b in blocks], [early_cfg(data)] * n))
+        late = list(pool.map(evaluate, [b.to_list() for b in blocks], [long_cfg(data, long_epochs)] * n))
     ok = [i for i in range(n) if early[i]["status"] == "ok" and late[i]["status"] == "ok"]
     final = [late[i]["accuracy"] for i in ok]
-    out = {"bench": "reward_fidelity", "data": "digits", "blocks": len(ok), "early_epochs": 3,
+    out = {"bench": "reward_fidelity", "data": DATA[data][0], "blocks": len(ok), "early_epochs": DATA[data][1],
            "long_epochs": long_epochs,
            "tau_early_accuracy": round(kendalltau(final, [early[i]["accuracy"] for i in ok]).statistic, 4)}
     # FLOPs reference: recover it from the shipped reward (mu=1, rho=8, scale=0.01).
@@ -65,5 +79,9 @@ def main(n: int = 40, long_epochs: int = 20) -> dict:
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:]]
-    print(json.dumps(main(*args)))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("blocks", type=int, nargs="?", default=40)
+    parser.add_argument("long_epochs", type=int, nargs="?", default=20)
+    parser.add_argument("--data", choices=sorted(DATA), default="digits")
+    a = parser.parse_args()
+    print(json.dumps(main(a.blocks, a.long_epochs, a.data)))
