@@ -1,5 +1,6 @@
 """Helpers shared by the bench scripts: run search.py in a fresh folder, read its episodes."""
 
+import argparse
 import sqlite3
 import subprocess
 import sys
@@ -38,3 +39,13 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     if len(a) < 2:
         return float(a.mean()), float("nan")
     return float(a.mean()), float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
+
+
+def parse_args(doc: str, positionals: dict[str, int], data: list[str]) -> argparse.Namespace:
+    """Optional whole-number positionals (name -> default) and ``--data`` among ``data``
+    (the first is the default)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, default in positionals.items():
+        parser.add_argument(name, type=int, nargs="?", default=default)
+    parser.add_argument("--data", choices=data, default=data[0])
+    return parser.parse_args()

@@ -9,17 +9,21 @@ bench/strategies.py (a stratified 5,000-image subset, 4,000 train / 1,000 valida
 epoch at batch 32) against long_epochs on the same images; both score the same validation
 images."""
 
-import argparse
 import json
 import math
 import multiprocessing as mp
 import random
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from scipy.stats import kendalltau
 
 from blockqnn.evaluator import evaluate
 from blockqnn.space.nsc import random_block
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import parse_args  # noqa: E402
 
 DATA = {
     "digits": ({"name": "digits", "val_fraction": 0.2}, 3),
@@ -79,9 +83,5 @@ def main(n: int = 40, long_epochs: int = 20, data: str = "digits") -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("blocks", type=int, nargs="?", default=40)
-    parser.add_argument("long_epochs", type=int, nargs="?", default=20)
-    parser.add_argument("--data", choices=sorted(DATA), default="digits")
-    a = parser.parse_args()
+    a = parse_args(__doc__, {"blocks": 40, "long_epochs": 20}, list(DATA))
     print(json.dumps(main(a.blocks, a.long_epochs, a.data)))

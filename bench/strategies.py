@@ -8,13 +8,12 @@ digits: the default search proxy (quick recipe, 3 epochs). fashion_mnist: Debian
 Fashion-MNIST, a class-stratified 5,000-image subset (4,000 train / 1,000 validation), one
 epoch at batch 32: about 13 CPU-seconds per candidate."""
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ROOT, episodes, mean_ci, run_search  # noqa: E402
+from _common import ROOT, episodes, mean_ci, parse_args, run_search  # noqa: E402
 
 AGENTS = ["qlearning", "random", "evolution", "tpe"]
 PROXIES = {
@@ -74,9 +73,5 @@ def main(seeds: int = 5, n: int = 32, data: str = "digits") -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("seeds", type=int, nargs="?", default=5)
-    parser.add_argument("episodes", type=int, nargs="?", default=32)
-    parser.add_argument("--data", choices=sorted(PROXIES), default="digits")
-    a = parser.parse_args()
+    a = parse_args(__doc__, {"seeds": 5, "episodes": 32}, list(PROXIES))
     print(json.dumps(main(a.seeds, a.episodes, a.data)))
