@@ -97,6 +97,17 @@ def test_qlearning_finds_the_optimum_and_beats_random():
     assert statistics.mean(q) > statistics.mean(r)
 
 
+def assert_same_continuation(a, b, rng) -> None:
+    """Two agents in the same state sample the same blocks and learn the same from them."""
+    for _ in range(8):
+        x, y = a.ask(0.3), b.ask(0.3)
+        assert x == y
+        reward = rng.random()
+        a.tell(x, reward)
+        b.tell(y, reward)
+    assert json.dumps(a.state_dict()) == json.dumps(b.state_dict())
+
+
 @pytest.mark.parametrize("name", sorted(AGENTS))
 def test_state_round_trip_gives_identical_continuation(name):
     a = AGENTS[name](max_layers=8, seed=3)
@@ -107,13 +118,53 @@ def test_state_round_trip_gives_identical_continuation(name):
     state = json.loads(json.dumps(a.state_dict()))  # plain JSON-able data
     b2 = AGENTS[name](max_layers=8, seed=99)
     b2.load_state_dict(state)
-    for _ in range(8):
-        x, y = a.ask(0.3), b2.ask(0.3)
-        assert x == y
-        reward = rng.random()
-        a.tell(x, reward)
-        b2.tell(y, reward)
+    assert_same_continuation(a, b2, rng)
+
+
+def _saved(store: dict, checkpoint) -> None:
+    """What SearchStore does with a checkpoint: replace the small state, upsert part entries."""
+    small, parts = json.loads(json.dumps(checkpoint))  # through JSON, as in the database
+    store["state"] = small
+    for part, entries in parts.items():
+        store.setdefault("parts", {}).setdefault(part, {}).update(entries)
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_incremental_checkpoints_restore_the_same_agent(name):
+    a = AGENTS[name](max_layers=8, seed=3)
+    rng = random.Random(0)
+    saved: dict = {}
+    for _ in range(30):  # a checkpoint after every ask and every tell, as the search does
+        b = a.ask(0.5)
+        _saved(saved, a.checkpoint())
+        a.tell(b, rng.random())
+        _saved(saved, a.checkpoint())
+    b2 = AGENTS[name](max_layers=8, seed=99)
+    b2.restore(saved["state"], saved.get("parts", {}))
     assert json.dumps(a.state_dict()) == json.dumps(b2.state_dict())
+    assert_same_continuation(a, b2, rng)
+
+
+def test_qlearning_checkpoint_carries_only_what_changed():
+    a = QLearningAgent(max_layers=23, seed=0, replay_size=8)
+    rng = random.Random(1)
+    saved: dict = {}
+    for _ in range(300):
+        a.tell(a.ask(1.0), rng.random())
+    _saved(saved, a.checkpoint())
+    total_q = sum(len(row) for row in a.q.values())
+    assert len(saved["parts"]["q"]) == total_q and len(saved["parts"]["memory"]) == 300
+    a.tell(a.ask(0.5), 0.7)
+    small, parts = a.checkpoint()
+    # One result and 8 replays touch at most 9 trajectories of at most 24 steps.
+    assert 0 < len(parts["q"]) <= 9 * 24 < total_q
+    assert list(parts["memory"]) == ["300"]
+    assert "q" not in small and "memory" not in small
+    assert a.checkpoint()[1] == {"q": {}, "memory": {}}  # nothing changed since
+    # A full state (an older store's format) restores too, and its next checkpoint writes it all.
+    b = QLearningAgent(max_layers=23, seed=5)
+    b.restore(json.loads(json.dumps(a.state_dict())), {})
+    assert len(b.checkpoint()[1]["q"]) == sum(len(row) for row in b.q.values())
 
 
 @pytest.mark.parametrize("name", sorted(AGENTS))

@@ -83,6 +83,47 @@ def test_store_refuses_foreign_corrupt_and_incompatible(tmp_path):
         SearchStore(ok / "search.db", _fp(cfg_for(*QUICK, "seed=5")))
 
 
+def _blocks(run_dir, cfg):
+    return [(r["id"], r["nsc"]) for r in SearchStore(run_dir / "search.db", _fp(cfg)).episodes()]
+
+
+def _as_schema_2(db_path, cfg):
+    """Rewrite a store as the schema-2 layout: the agent's whole state in one JSON row, no parts."""
+    from blockqnn.search.loop import build_agent
+
+    store = SearchStore(db_path, _fp(cfg))
+    small, parts = store.agent_state()
+    store.close()
+    agent = build_agent(cfg)
+    agent.restore(small["agent"], {k.removeprefix("agent."): v for k, v in parts.items()})
+    con = sqlite3.connect(db_path)
+    con.execute("DROP TABLE agent_parts")
+    con.execute("UPDATE agent SET state = ?", (json.dumps({"agent": agent.state_dict(), "predictor": None}),))
+    con.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_resume_from_incremental_and_schema_2_stores(tmp_path, legacy):
+    fake_evaluate.calls = []
+    cfg = cfg_for(*QUICK)
+    Search(cfg, tmp_path / "whole", evaluate=fake_evaluate).run()
+    part = tmp_path / "part"
+    Search(cfg_for(*QUICK, "search.max_episodes=8"), part, evaluate=fake_evaluate).run()  # 2 iterations of 4
+    assert len(_blocks(part, cfg)) == 8
+    if legacy:
+        _as_schema_2(part / "search.db", cfg)
+    Search(cfg, part, evaluate=fake_evaluate).run()
+    assert _blocks(part, cfg) == _blocks(tmp_path / "whole", cfg)  # the same 12 blocks as one run
+    con = sqlite3.connect(part / "search.db")
+    assert con.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == ("3",)
+    # The Q table and replay memory live in agent_parts, the agent row stays small.
+    assert con.execute("SELECT count(*) FROM agent_parts WHERE part = 'agent.memory'").fetchone() == (12,)
+    assert len(con.execute("SELECT state FROM agent").fetchone()[0]) < 10_000
+    con.close()
+
+
 def search_cmd(run_dir, *extra):
     return [sys.executable, str(ROOT / "search.py"), *QUICK, f"hydra.run.dir={run_dir}", *extra]
 

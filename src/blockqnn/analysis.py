@@ -26,13 +26,24 @@ def load_run(run_dir: str | Path) -> dict:
     try:
         episodes = [dict(r) for r in con.execute("SELECT * FROM episodes ORDER BY id")]
         row = con.execute("SELECT state FROM agent WHERE id = 0").fetchone()
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        parts: dict[str, dict] = {}
+        if "agent_parts" in tables:  # schema 3: the agent's large parts, saved incrementally
+            for part, key, value in con.execute("SELECT part, key, value FROM agent_parts WHERE part LIKE 'agent.%'"):
+                parts.setdefault(part.removeprefix("agent."), {})[key] = json.loads(value)
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"{db} cannot be read: {exc}") from None
     finally:
         con.close()
     state = json.loads(row[0]) if row else {}
-    return {"run_dir": run_dir, "episodes": episodes, "agent": state.get("agent"),
-            "predictor": state.get("predictor")}
+    agent = state.get("agent")
+    if agent and parts:  # the agent's whole state, as its state_dict() gives it
+        from blockqnn.agent import AGENTS
+
+        whole = AGENTS[agent["name"]](max_layers=agent["max_layers"], seed=agent["seed"])
+        whole.restore(agent, parts)
+        agent = whole.state_dict()
+    return {"run_dir": run_dir, "episodes": episodes, "agent": agent, "predictor": state.get("predictor")}
 
 
 def finished(run: dict) -> list[dict]:

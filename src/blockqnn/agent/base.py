@@ -21,7 +21,13 @@ def set_rng_state(rng: random.Random, state: list) -> None:
 class Agent(ABC):
     """A search strategy. ``ask(epsilon)`` proposes a block, ``tell(block, reward)`` teaches it
     the result. Each agent owns a seeded ``random.Random``, independent of the global random
-    state that training touches, and round-trips through plain JSON-able ``state_dict()``."""
+    state that training touches, and round-trips through plain JSON-able ``state_dict()``.
+
+    The search saves the agent after every sampled block and every result through
+    ``checkpoint()``: a small state plus, for agents whose state grows with the search, the
+    entries of their large parts (named mappings of text keys to JSON values) changed since
+    the previous checkpoint, so a save costs what changed, not the whole history.
+    ``restore(state, parts)`` rebuilds the agent from the small state and every saved entry."""
 
     name = "agent"
 
@@ -46,3 +52,10 @@ class Agent(ABC):
             raise ValueError(f"state of agent {state.get('name')!r} cannot be loaded into {self.name!r}")
         self.max_layers, self.seed, self.told = state["max_layers"], state["seed"], state["told"]
         set_rng_state(self.rng, state["rng"])
+
+    def checkpoint(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """(small state, {part: {key: value changed since the last checkpoint}})."""
+        return self.state_dict(), {}
+
+    def restore(self, state: dict[str, Any], parts: dict[str, dict[str, Any]]) -> None:
+        self.load_state_dict(state)

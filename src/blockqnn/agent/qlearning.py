@@ -13,6 +13,7 @@ is 0 at the terminal step. Unvisited pairs hold ``q_init``; argmax ties are brok
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -57,6 +58,8 @@ class QLearningAgent(Agent):
         self.q: dict[tuple, dict[tuple, float]] = {}
         self._row_max: dict[tuple, float] = {}  # max of each visited row, kept on update
         self.memory: list[tuple[tuple[tuple[int, ...], ...], float]] = []
+        self._dirty: set[tuple[tuple, tuple]] = set()  # Q entries changed since the last checkpoint
+        self._saved_memory = 0  # replay memory entries already checkpointed
 
     # ------------------------------------------------------------------ acting
     def _greedy(self, state: tuple, actions: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
@@ -113,6 +116,7 @@ class QLearningAgent(Agent):
             row = self.q.setdefault(state, {})
             old = row.get(action, self.q_init)
             new = row[action] = (1 - lr) * old + lr * target
+            self._dirty.add((state, action))
             top = self._row_max.get(state)
             if top is None or new >= top:
                 self._row_max[state] = new
@@ -134,14 +138,53 @@ class QLearningAgent(Agent):
         return {
             **super().state_dict(),
             "hyper": [self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping],
-            "q": [[list(s), [[list(a), v] for a, v in row.items()]] for s, row in self.q.items()],
+            # Sorted, so equal tables give equal states whatever the order of their updates.
+            "q": [[list(s), [[list(a), row[a]] for a in sorted(row)]] for s, row in sorted(self.q.items())],
             "memory": [[[list(la) for la in traj], r] for traj, r in self.memory],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        lr, g, q0, k, shaping = state["hyper"]
-        self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping = lr, g, q0, k, shaping
+        self._hyper(state)
         self.q = {tuple(s): {tuple(a): v for a, v in row} for s, row in state["q"]}
         self._row_max = {s: max(row.values()) for s, row in self.q.items() if row}
         self.memory = [(tuple(tuple(la) for la in traj), r) for traj, r in state["memory"]]
+        # Nothing of a full state is in a store's parts yet: the next checkpoint writes it all.
+        self._dirty = {(s, a) for s, row in self.q.items() for a in row}
+        self._saved_memory = 0
+
+    def _hyper(self, state: dict[str, Any]) -> None:
+        lr, g, q0, k, shaping = state["hyper"]
+        self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping = lr, g, q0, k, shaping
+
+    # Incremental saving: the Q table and the replay memory are parts of the checkpoint, and
+    # each checkpoint carries only the Q entries updated and the memory appended since the last.
+    def checkpoint(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        small = {**Agent.state_dict(self), "hyper": [self.learning_rate, self.discount, self.q_init,
+                                                     self.replay_size, self.reward_shaping],
+                 "memory_len": len(self.memory)}
+        q = {json.dumps([s, a]): self.q[s][a] for s, a in self._dirty}
+        memory = {str(i): [[list(la) for la in traj], r]
+                  for i, (traj, r) in enumerate(self.memory[self._saved_memory:], self._saved_memory)}
+        self._dirty = set()
+        self._saved_memory = len(self.memory)
+        return small, {"q": q, "memory": memory}
+
+    def restore(self, state: dict[str, Any], parts: dict[str, dict[str, Any]]) -> None:
+        if "q" in state:  # a full state_dict (a store written before incremental saving)
+            self.load_state_dict(state)
+            return
+        Agent.load_state_dict(self, state)
+        self._hyper(state)
+        self.q = {}
+        for key, value in parts.get("q", {}).items():
+            s, a = json.loads(key)
+            self.q.setdefault(tuple(s), {})[tuple(a)] = value
+        self._row_max = {s: max(row.values()) for s, row in self.q.items() if row}
+        memory = parts.get("memory", {})
+        n = state["memory_len"]
+        if len(memory) < n:
+            raise ValueError(f"the saved Q-learning state lists {n} replay entries but {len(memory)} are stored")
+        self.memory = [(tuple(tuple(la) for la in memory[str(i)][0]), memory[str(i)][1]) for i in range(n)]
+        self._dirty = set()
+        self._saved_memory = n

@@ -154,9 +154,11 @@ class Search:
         # The measured episodes, kept in memory for the predictor (read once, then appended).
         self.measured = store.measured() if predictor is not None else []
         if state is not None:
-            agent.load_state_dict(state["agent"])
+            small, parts = state
+            agent.restore(small["agent"], {k.removeprefix("agent."): v for k, v in parts.items()
+                                           if k.startswith("agent.")})
             if predictor is not None:
-                predictor.load_state_dict(state["predictor"] or {}, self.measured)
+                predictor.load_state_dict(small["predictor"] or {}, self.measured)
         self.predictor = predictor
         executor = build_executor(self.cfg, self.evaluate)
         logger = build_logger(self.cfg, self.run_dir)
@@ -238,10 +240,12 @@ class Search:
             self._start(self.episode, iteration, epsilon, block, prediction)
             self.episode += 1
 
-    def _state(self) -> dict:
-        """The agent's and the predictor's state, saved with every episode."""
-        return {"agent": self.agent.state_dict(),
-                "predictor": self.predictor.state_dict() if self.predictor is not None else None}
+    def _state(self) -> tuple[dict, dict]:
+        """The agent's and the predictor's state, saved with every episode: small states, and
+        the agent's large parts as the entries changed since the previous save."""
+        small, parts = self.agent.checkpoint()
+        return ({"agent": small, "predictor": self.predictor.state_dict() if self.predictor is not None else None},
+                {f"agent.{name}": entries for name, entries in parts.items()})
 
     def _start(self, episode: int, iteration: int, epsilon: float, block: Block, prediction: dict | None = None):
         self.pending[episode] = (iteration, epsilon, block)

@@ -15,7 +15,8 @@ from typing import Any
 from blockqnn.errors import BlockQNNError
 
 APP = "blockqnn"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = ("2", "3")  # 2 lacks agent_parts (created on open); its full agent state still loads
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,6 +44,16 @@ CREATE TABLE IF NOT EXISTS episodes (
 CREATE INDEX IF NOT EXISTS episodes_key ON episodes(key);
 CREATE TABLE IF NOT EXISTS agent (id INTEGER PRIMARY KEY CHECK (id = 0), state TEXT NOT NULL, updated_at REAL NOT NULL);
 """
+PARTS_TABLE = """CREATE TABLE IF NOT EXISTS agent_parts (
+    part TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (part, key)
+) WITHOUT ROWID"""
+
+# What is saved with every episode: a small JSON state, and for each large part (a mapping of
+# text keys to JSON values) the entries changed since the previous save.
+Checkpoint = tuple[dict[str, Any], dict[str, dict[str, Any]]]
 
 RESULT_COLUMNS = ("status", "reward", "accuracy", "flops", "params", "density", "epochs", "restarts",
                   "wall_time", "error")
@@ -61,8 +72,12 @@ class SearchStore:
             self.db.row_factory = sqlite3.Row
             if existed:
                 self._check(fingerprint)
+                if "agent_parts" not in self._tables():  # schema 2: add the table, nothing else changes
+                    with self.transaction() as db:
+                        db.execute(PARTS_TABLE)
+                        db.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
             else:
-                self.db.executescript(SCHEMA)
+                self.db.executescript(SCHEMA + PARTS_TABLE + ";")
                 with self.transaction():
                     self.db.executemany("INSERT INTO meta VALUES (?, ?)", [
                         ("app", APP), ("schema_version", str(SCHEMA_VERSION)),
@@ -73,13 +88,16 @@ class SearchStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable search database ({exc}); it was left untouched") from None
 
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
     def _check(self, fingerprint: dict[str, Any]) -> None:
-        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = self._tables()
         if not {"meta", "episodes", "agent"} <= tables:
             raise StoreError(f"{self.path} is not a blockqnn search database (tables {sorted(tables)}); "
                              "it was left untouched: choose another hydra.run.dir")
         meta = dict(self.db.execute("SELECT name, value FROM meta").fetchall())
-        if meta.get("app") != APP or meta.get("schema_version") != str(SCHEMA_VERSION):
+        if meta.get("app") != APP or meta.get("schema_version") not in READABLE_VERSIONS:
             raise StoreError(f"{self.path} was written by {meta.get('app')!r} schema "
                              f"{meta.get('schema_version')!r}; it was left untouched")
         old = json.loads(meta["fingerprint"])
@@ -105,7 +123,7 @@ class SearchStore:
         return self._Tx(self.db)
 
     # ------------------------------------------------------------------ episodes
-    def begin(self, episode: int, iteration: int, epsilon: float, nsc: str, key: str, agent_state: dict,
+    def begin(self, episode: int, iteration: int, epsilon: float, nsc: str, key: str, checkpoint: Checkpoint,
               prediction: dict | None = None) -> None:
         """Record a sampled block (status running). A block the predictor decided not to
         train carries its predicted result already (predicted = 1), so a resumed search
@@ -116,25 +134,35 @@ class SearchStore:
             if prediction is not None:
                 db.execute("UPDATE episodes SET reward = ?, density = ?, error = ?, predicted = 1 WHERE id = ?",
                            (prediction["reward"], prediction["density"], prediction["error"], episode))
-            self._save_agent(db, agent_state)
+            self._save_agent(db, checkpoint)
 
-    def finish(self, episode: int, result: dict, agent_state: dict, reused: bool = False,
+    def finish(self, episode: int, result: dict, checkpoint: Checkpoint, reused: bool = False,
                predicted: bool = False) -> None:
         with self.transaction() as db:
             values = [result.get(c) for c in RESULT_COLUMNS]
             db.execute(f"UPDATE episodes SET {', '.join(c + ' = ?' for c in RESULT_COLUMNS)}, reused = ?, "
                        "predicted = ?, finished_at = ? WHERE id = ? AND status = 'running'",
                        (*values, int(reused), int(predicted), time.time(), episode))
-            self._save_agent(db, agent_state)
+            self._save_agent(db, checkpoint)
 
-    def _save_agent(self, db, state: dict) -> None:
+    def _save_agent(self, db, checkpoint: Checkpoint) -> None:
+        state, parts = checkpoint
         db.execute("INSERT INTO agent (id, state, updated_at) VALUES (0, ?, ?) "
                    "ON CONFLICT(id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
                    (json.dumps(state), time.time()))
+        db.executemany("INSERT INTO agent_parts (part, key, value) VALUES (?, ?, ?) "
+                       "ON CONFLICT(part, key) DO UPDATE SET value = excluded.value",
+                       [(part, k, json.dumps(v)) for part, entries in parts.items() for k, v in entries.items()])
 
-    def agent_state(self) -> dict | None:
+    def agent_state(self) -> Checkpoint | None:
+        """The saved small state and every saved entry of the large parts, or None."""
         row = self.db.execute("SELECT state FROM agent WHERE id = 0").fetchone()
-        return json.loads(row[0]) if row else None
+        if row is None:
+            return None
+        parts: dict[str, dict[str, Any]] = {}
+        for part, key, value in self.db.execute("SELECT part, key, value FROM agent_parts"):
+            parts.setdefault(part, {})[key] = json.loads(value)
+        return json.loads(row[0]), parts
 
     def prediction(self, episode: int) -> dict | None:
         row = self.db.execute("SELECT * FROM episodes WHERE id = ? AND predicted = 1", (episode,)).fetchone()
