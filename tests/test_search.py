@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from blockqnn.search.loop import Search
-from blockqnn.search.store import SearchStore, StoreError
+from blockqnn.search.store import SearchStore, StoreError, parts_of
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["recipe.epochs=1", "network.width=8", "space.max_layers=4", "agent.batch_size=4",
@@ -95,7 +95,7 @@ def _as_schema_2(db_path, cfg):
     small, parts = store.agent_state()
     store.close()
     agent = build_agent(cfg)
-    agent.restore(small["agent"], {k.removeprefix("agent."): v for k, v in parts.items()})
+    agent.restore(small["agent"], parts_of(parts, "agent"))
     con = sqlite3.connect(db_path)
     con.execute("DROP TABLE agent_parts")
     con.execute("UPDATE agent SET state = ?", (json.dumps({"agent": agent.state_dict(), "predictor": None}),))

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 
 from blockqnn.errors import ConfigError
 from blockqnn.search.outputs import ranked
+from blockqnn.search.store import parts_of, read_agent_state
 from blockqnn.space.nsc import SHORT_NAMES, Block, LayerType
 
 
@@ -25,18 +26,13 @@ def load_run(run_dir: str | Path) -> dict:
     con.row_factory = sqlite3.Row
     try:
         episodes = [dict(r) for r in con.execute("SELECT * FROM episodes ORDER BY id")]
-        row = con.execute("SELECT state FROM agent WHERE id = 0").fetchone()
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        parts: dict[str, dict] = {}
-        if "agent_parts" in tables:  # schema 3: the agent's large parts, saved incrementally
-            for part, key, value in con.execute("SELECT part, key, value FROM agent_parts WHERE part LIKE 'agent.%'"):
-                parts.setdefault(part.removeprefix("agent."), {})[key] = json.loads(value)
+        state, parts = read_agent_state(con) or ({}, {})
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"{db} cannot be read: {exc}") from None
     finally:
         con.close()
-    state = json.loads(row[0]) if row else {}
     agent = state.get("agent")
+    parts = parts_of(parts, "agent")
     if agent and parts:  # the agent's whole state, as its state_dict() gives it
         from blockqnn.agent import AGENTS
 

@@ -13,7 +13,7 @@ from blockqnn.agent import AGENTS, parse_schedule
 from blockqnn.errors import ConfigError
 from blockqnn.predictor import predicted_result
 from blockqnn.search.outputs import write_outputs
-from blockqnn.search.store import SearchStore
+from blockqnn.search.store import SearchStore, parts_of
 from blockqnn.space.nsc import Block
 
 
@@ -155,8 +155,7 @@ class Search:
         self.measured = store.measured() if predictor is not None else []
         if state is not None:
             small, parts = state
-            agent.restore(small["agent"], {k.removeprefix("agent."): v for k, v in parts.items()
-                                           if k.startswith("agent.")})
+            agent.restore(small["agent"], parts_of(parts, "agent"))
             if predictor is not None:
                 predictor.load_state_dict(small["predictor"] or {}, self.measured)
         self.predictor = predictor

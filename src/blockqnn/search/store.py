@@ -55,6 +55,24 @@ PARTS_TABLE = """CREATE TABLE IF NOT EXISTS agent_parts (
 # text keys to JSON values) the entries changed since the previous save.
 Checkpoint = tuple[dict[str, Any], dict[str, dict[str, Any]]]
 
+def read_agent_state(db: sqlite3.Connection) -> Checkpoint | None:
+    """The saved state and every saved part entry of a store's connection (read-only use too;
+    a schema-2 store has no agent_parts table: its agent row holds the whole state)."""
+    row = db.execute("SELECT state FROM agent WHERE id = 0").fetchone()
+    if row is None:
+        return None
+    parts: dict[str, dict[str, Any]] = {}
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_parts'").fetchone():
+        for part, key, value in db.execute("SELECT part, key, value FROM agent_parts"):
+            parts.setdefault(part, {})[key] = json.loads(value)
+    return json.loads(row[0]), parts
+
+
+def parts_of(parts: dict[str, dict[str, Any]], owner: str) -> dict[str, dict[str, Any]]:
+    """The parts saved under ``owner.`` (e.g. the agent's), with that prefix removed."""
+    return {k.removeprefix(owner + "."): v for k, v in parts.items() if k.startswith(owner + ".")}
+
+
 RESULT_COLUMNS = ("status", "reward", "accuracy", "flops", "params", "density", "epochs", "restarts",
                   "wall_time", "error")
 
@@ -156,13 +174,7 @@ class SearchStore:
 
     def agent_state(self) -> Checkpoint | None:
         """The saved small state and every saved entry of the large parts, or None."""
-        row = self.db.execute("SELECT state FROM agent WHERE id = 0").fetchone()
-        if row is None:
-            return None
-        parts: dict[str, dict[str, Any]] = {}
-        for part, key, value in self.db.execute("SELECT part, key, value FROM agent_parts"):
-            parts.setdefault(part, {})[key] = json.loads(value)
-        return json.loads(row[0]), parts
+        return read_agent_state(self.db)
 
     def prediction(self, episode: int) -> dict | None:
         row = self.db.execute("SELECT * FROM episodes WHERE id = ? AND predicted = 1", (episode,)).fetchone()
