@@ -136,8 +136,7 @@ class QLearningAgent(Agent):
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {
-            **super().state_dict(),
-            "hyper": [self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping],
+            **self._small_state(),
             # Sorted, so equal tables give equal states whatever the order of their updates.
             "q": [[list(s), [[list(a), row[a]] for a in sorted(row)]] for s, row in sorted(self.q.items())],
             "memory": [[[list(la) for la in traj], r] for traj, r in self.memory],
@@ -153,6 +152,11 @@ class QLearningAgent(Agent):
         self._dirty = {(s, a) for s, row in self.q.items() for a in row}
         self._saved_memory = 0
 
+    def _small_state(self) -> dict[str, Any]:
+        """Everything but the Q table and the replay memory."""
+        return {**Agent.state_dict(self),
+                "hyper": [self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping]}
+
     def _hyper(self, state: dict[str, Any]) -> None:
         lr, g, q0, k, shaping = state["hyper"]
         self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping = lr, g, q0, k, shaping
@@ -160,9 +164,7 @@ class QLearningAgent(Agent):
     # Incremental saving: the Q table and the replay memory are parts of the checkpoint, and
     # each checkpoint carries only the Q entries updated and the memory appended since the last.
     def checkpoint(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        small = {**Agent.state_dict(self), "hyper": [self.learning_rate, self.discount, self.q_init,
-                                                     self.replay_size, self.reward_shaping],
-                 "memory_len": len(self.memory)}
+        small = {**self._small_state(), "memory_len": len(self.memory)}
         q = {json.dumps([s, a]): self.q[s][a] for s, a in self._dirty}
         memory = {str(i): [[list(la) for la in traj], r]
                   for i, (traj, r) in enumerate(self.memory[self._saved_memory:], self._saved_memory)}
