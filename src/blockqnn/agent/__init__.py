@@ -2,7 +2,7 @@
 random, evolution and TPE baselines."""
 
 from blockqnn.agent.base import Agent
-from blockqnn.agent.baselines import EvolutionAgent, RandomAgent, TPEAgent
+from blockqnn.agent.baselines import EvolutionAgent, RandomAgent, ReplayAgent, TPEAgent
 from blockqnn.agent.qlearning import QLearningAgent
 from blockqnn.agent.schedules import EpsilonSchedule, parse_schedule
 
@@ -12,7 +12,8 @@ AGENTS: dict[str, type[Agent]] = {
     "random": RandomAgent,
     "evolution": EvolutionAgent,
     "tpe": TPEAgent,
+    "replay": ReplayAgent,
 }
 
-__all__ = ["AGENTS", "Agent", "QLearningAgent", "RandomAgent", "EvolutionAgent", "TPEAgent",
+__all__ = ["AGENTS", "Agent", "QLearningAgent", "RandomAgent", "EvolutionAgent", "TPEAgent", "ReplayAgent",
            "EpsilonSchedule", "parse_schedule"]

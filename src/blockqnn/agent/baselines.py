@@ -198,3 +198,51 @@ def _set_np_state(rs, state: list) -> None:
 
     name, keys, pos, has_gauss, cached = state
     rs.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+class ReplayAgent(Agent):
+    """Asks the blocks of a JSON file in order (a list of NSC lists, or of objects with an
+    ``nsc`` entry, such as a search's topk.json), then starts again from the first. For
+    re-training chosen blocks under other seeds (the BlockQNN-Bench noise floor) and for
+    checking a surrogate's picks against real training; epsilon is ignored."""
+
+    name = "replay"
+
+    def __init__(self, max_layers: int = DEFAULT_MAX_LAYERS, seed: int = 0, path: str | None = None):
+        import json
+        from pathlib import Path
+
+        from blockqnn.errors import ConfigError
+
+        super().__init__(max_layers, seed)
+        if not path or not Path(path).is_file():
+            raise ConfigError(f"agent.params.path={path!r}: give a JSON file with a list of blocks")
+        try:
+            items = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"agent.params.path={path}: not JSON ({exc.msg} at char {exc.pos})") from None
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"agent.params.path={path}: expected a non-empty list of blocks")
+        self.blocks = []
+        for i, item in enumerate(items):
+            nsc = item["nsc"] if isinstance(item, dict) and "nsc" in item else item
+            try:
+                self.blocks.append(Block.parse(nsc, max_layers=self.max_layers))
+            except BlockError as exc:
+                raise ConfigError(f"agent.params.path={path}: block {i}: {exc}") from None
+        self.asked = 0
+
+    def ask(self, epsilon: float = 1.0) -> Block:
+        block = self.blocks[self.asked % len(self.blocks)]
+        self.asked += 1
+        return block
+
+    def tell(self, block: Block, reward: float) -> None:
+        self.told += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "asked": self.asked}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.asked = int(state["asked"])

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS episodes (
     restarts INTEGER,
     wall_time REAL,
     error TEXT,
+    history TEXT,
     reused INTEGER NOT NULL DEFAULT 0,
     predicted INTEGER NOT NULL DEFAULT 0,
     started_at REAL NOT NULL,
@@ -74,7 +75,12 @@ def parts_of(parts: dict[str, dict[str, Any]], owner: str) -> dict[str, dict[str
 
 
 RESULT_COLUMNS = ("status", "reward", "accuracy", "flops", "params", "density", "epochs", "restarts",
-                  "wall_time", "error")
+                  "wall_time", "error", "history")
+JSON_COLUMNS = ("history",)  # stored as JSON text (the validation accuracy of each epoch)
+
+
+def _result(row: sqlite3.Row) -> dict[str, Any]:
+    return {c: json.loads(row[c]) if c in JSON_COLUMNS and row[c] is not None else row[c] for c in RESULT_COLUMNS}
 
 
 class StoreError(BlockQNNError):
@@ -94,6 +100,10 @@ class SearchStore:
                     with self.transaction() as db:
                         db.execute(PARTS_TABLE)
                         db.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
+                columns = {r[1] for r in self.db.execute("PRAGMA table_info(episodes)")}
+                if "history" not in columns:  # folders from before per-epoch histories were kept
+                    with self.transaction() as db:
+                        db.execute("ALTER TABLE episodes ADD COLUMN history TEXT")
             else:
                 self.db.executescript(SCHEMA + PARTS_TABLE + ";")
                 with self.transaction():
@@ -157,7 +167,8 @@ class SearchStore:
     def finish(self, episode: int, result: dict, checkpoint: Checkpoint, reused: bool = False,
                predicted: bool = False) -> None:
         with self.transaction() as db:
-            values = [result.get(c) for c in RESULT_COLUMNS]
+            values = [json.dumps(result.get(c)) if c in JSON_COLUMNS and result.get(c) is not None
+                      else result.get(c) for c in RESULT_COLUMNS]
             db.execute(f"UPDATE episodes SET {', '.join(c + ' = ?' for c in RESULT_COLUMNS)}, reused = ?, "
                        "predicted = ?, finished_at = ? WHERE id = ? AND status = 'running'",
                        (*values, int(reused), int(predicted), time.time(), episode))
@@ -195,7 +206,7 @@ class SearchStore:
         """The first finished result of a block with this canonical key."""
         row = self.db.execute("SELECT * FROM episodes WHERE key = ? AND status != 'running' AND predicted = 0 "
                               "ORDER BY id LIMIT 1", (key,)).fetchone()
-        return {c: row[c] for c in RESULT_COLUMNS} if row else None
+        return _result(row) if row else None
 
     def measured(self) -> list[tuple[int, list, float]]:
         """(id, nsc, reward) of every block trained in this search (not reused, not predicted)."""

@@ -1,0 +1,92 @@
+"""Builds the BlockQNN-Bench table from the collection's run folders (bench/collect.sh).
+
+    python bench/bench_table.py [run folders ...]  # default: every bench/collect/*/search.db
+
+One row per real training (reused and predicted episodes are not trainings): run, seed,
+canonical NSC, canonical key, status, validation accuracy (last epoch and per epoch), FLOPs,
+params, density, wall time. Written to bench/data/blockqnn_bench.csv.gz with the proxy's
+config beside it (bench/data/blockqnn_bench.config.json). ``--noise-blocks F --noise-count N``
+also writes the first N distinct trained blocks of the first run to F (the blocks the noise
+runs train again under other seeds)."""
+
+import argparse
+import csv
+import gzip
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from blockqnn.space.nsc import Block  # noqa: E402
+
+COLUMNS = ["run", "episode", "seed", "key", "nsc", "status", "accuracy", "history", "flops", "params",
+           "density", "epochs", "wall_time"]
+
+
+def read_run(folder: Path) -> tuple[dict, list[dict]]:
+    con = sqlite3.connect(f"file:{folder / 'search.db'}?mode=ro", uri=True)
+    con.row_factory = sqlite3.Row
+    fingerprint = json.loads(con.execute("SELECT value FROM meta WHERE name = 'fingerprint'").fetchone()[0])
+    rows = [dict(r) for r in con.execute("SELECT * FROM episodes WHERE status != 'running' AND reused = 0 "
+                                         "AND predicted = 0 ORDER BY id")]
+    con.close()
+    return fingerprint, rows
+
+
+def proxy_config(fp: dict) -> dict:
+    """What defines the proxy (not the seed, the agent or the reward constants)."""
+    data = {k: v for k, v in fp["data"].items()}
+    return {"data": data, "recipe": fp["recipe"], "network": fp["network"], "max_layers": fp["max_layers"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="*", type=Path)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/data/blockqnn_bench.csv.gz")
+    ap.add_argument("--noise-blocks", type=Path)
+    ap.add_argument("--noise-count", type=int, default=50)
+    args = ap.parse_args()
+    runs = args.runs or sorted(p.parent for p in (ROOT / "bench/collect").glob("*/search.db"))
+    if not runs:
+        sys.exit("no run folders with a search.db (run bench/collect.sh first)")
+    table, config, canon = [], None, {}
+    for folder in runs:
+        fp, rows = read_run(folder)
+        proxy = proxy_config(fp)
+        if config is None:
+            config = proxy
+        elif proxy != config:
+            sys.exit(f"{folder} was collected on another proxy than {runs[0]}: {proxy} vs {config}")
+        for r in rows:
+            if r["key"] not in canon:
+                canon[r["key"]] = Block.parse(r["nsc"]).canonical.to_json()
+            table.append({"run": folder.name, "episode": r["id"], "seed": fp["seed"], "key": r["key"],
+                          "nsc": canon[r["key"]], "status": r["status"], "accuracy": r["accuracy"],
+                          "history": r.get("history") or (json.dumps([r["accuracy"]]) if r["accuracy"] is not None
+                                                          else "[]"),
+                          "flops": r["flops"], "params": r["params"], "density": r["density"],
+                          "epochs": r["epochs"], "wall_time": round(r["wall_time"] or 0.0, 3)})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(args.out, "wt", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(table)
+    args.out.with_name(args.out.name.replace(".csv.gz", ".config.json")).write_text(
+        json.dumps({"proxy": config, "runs": [str(r.relative_to(ROOT)) if r.is_absolute() and ROOT in r.parents
+                                               else str(r) for r in runs]}, indent=1) + "\n")
+    if args.noise_blocks:
+        first = [t for t in table if t["run"] == runs[0].name and t["status"] == "ok"]
+        seen, picked = set(), []
+        for t in first:
+            if t["key"] not in seen:
+                seen.add(t["key"])
+                picked.append(json.loads(t["nsc"]))
+        args.noise_blocks.write_text(json.dumps(picked[: args.noise_count]) + "\n")
+    keys = {t["key"] for t in table}
+    print(json.dumps({"rows": len(table), "distinct_blocks": len(keys), "runs": len(runs), "out": str(args.out)}))
+
+
+if __name__ == "__main__":
+    main()
