@@ -3,6 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
+from blockqnn.config import refuse_renamed
 from blockqnn.cli import run_search
 
 
@@ -12,4 +13,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_renamed()
     main()

@@ -20,8 +20,8 @@ def run_search(cfg: DictConfig):
     from blockqnn.search.loop import Search, validate
 
     try:
-        validate(cfg)
-        return Search(cfg, run_dir()).run()
+        evaluator = validate(cfg)
+        return Search(cfg, run_dir(), evaluator=evaluator).run()
     except BlockQNNError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

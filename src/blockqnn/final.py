@@ -165,13 +165,16 @@ def export(model, example: torch.Tensor, run_dir: Path, block: Block) -> dict[st
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from blockqnn.data.modules import build_datamodule
+    from hydra.utils import instantiate
+
+    from blockqnn.config import TrainConfig, check
     from blockqnn.evaluator.module import BlockClassifier
-    from blockqnn.evaluator.proxy import _quiet
+    from blockqnn.evaluator.training import quiet_lightning
     from blockqnn.space.cost import count_flops, count_params
     from blockqnn.space.draw import draw_block
 
-    _quiet()
+    quiet_lightning()
+    check(cfg, TrainConfig)
     run_dir = Path(run_dir)
     block = resolve_block(cfg.block)
     t = cfg.train
@@ -182,18 +185,26 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         check_checkpoint(ckpt_path, block)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     device = "cuda" if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "cpu"
-    dm = build_datamodule(OmegaConf.to_container(cfg.data, resolve=True), int(t.batch_size), int(cfg.seed),
-                          device=device if cfg.trainer.get("strategy") != "ddp" else "cpu")
+    ddp = cfg.trainer.get("strategy") == "ddp"
+    world = int(cfg.trainer.devices) * int(cfg.trainer.get("num_nodes") or 1) if ddp else 1
+    if int(t.batch_size) % world:
+        raise ConfigError(f"train.batch_size={t.batch_size} is the global batch and must divide by the "
+                          f"{world} DDP processes (trainer.devices x trainer.num_nodes)")
+    # train.batch_size is the global batch: each DDP rank takes its share.
+    dm = instantiate(OmegaConf.to_container(cfg.data, resolve=True), batch_size=int(t.batch_size) // world,
+                     seed=int(cfg.seed), device=device if not ddp else "cpu")
     dm.setup("fit")
     c, h, _ = dm.shape
     spec = {**OmegaConf.to_container(cfg.network, resolve=True), "num_classes": dm.num_classes, "in_channels": c,
             "input_size": h}
-    model = BlockClassifier(block.to_list(), spec, OmegaConf.to_container(t.optim, resolve=True),
-                            label_smoothing=float(t.label_smoothing))
+    scheduler = OmegaConf.to_container(cfg.model.scheduler, resolve=True) if cfg.model.scheduler else None
+    model = BlockClassifier(block.to_list(), spec, OmegaConf.to_container(cfg.model.optimizer, resolve=True),
+                            scheduler, label_smoothing=float(t.label_smoothing))
     callbacks: list = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}",
                                        auto_insert_metric_name=False, save_last=True, every_n_epochs=1)]
     throughput = Throughput()
     callbacks.append(throughput)
+    callbacks += [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     ema = EMACallback(float(t.ema)) if t.get("ema") else None
     if ema is not None:
         callbacks.append(ema)
@@ -201,9 +212,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     logger = _lightning_logger(cfg, run_dir, block)
     wandb = isinstance(logger, WandbLogger)
-    trainer = L.Trainer(max_epochs=int(t.epochs), callbacks=callbacks, logger=logger,
-                        default_root_dir=str(run_dir), enable_model_summary=False, num_sanity_val_steps=0,
-                        log_every_n_steps=10, **OmegaConf.to_container(cfg.trainer, resolve=True))
+    for key in ("max_epochs", "callbacks", "logger", "default_root_dir"):
+        if key in cfg.trainer:
+            raise ConfigError(f"trainer.{key} is set by train.py (max_epochs: train.epochs; callbacks: callbacks=...; "
+                              "logger: logger=...); remove it")
+    trainer = instantiate(OmegaConf.to_container(cfg.trainer, resolve=True), max_epochs=int(t.epochs),
+                          callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
+                          enable_model_summary=False, num_sanity_val_steps=0)
     if wandb and trainer.is_global_zero:
         draw_block(block, run_dir / "block.png")
         logger.log_image(key="block", images=[str(run_dir / "block.png")])

@@ -100,7 +100,7 @@ class RewardPredictor:
 
 
 def predicted_result(block: Block, reward: float, std: float) -> dict[str, Any]:
-    from blockqnn.evaluator.proxy import empty_result
+    from blockqnn.result import empty_result
 
     return empty_result("ok", f"predicted (uncertainty {std:.4f}); not trained", reward=reward,
                         density=block.density)

@@ -284,15 +284,27 @@ class TensorDataModule(L.LightningDataModule):
         return TensorLoader(self._test, self.eval_batch_size, self.mean, self.std)
 
 
+def image_folder_datamodule(in_memory: bool, num_workers: int, batch_size: int, seed: int, device: str = "cpu",
+                            augment: dict | None = None, **cfg: Any):
+    """``data=image_folder``: held in memory (``in_memory``), or streamed from disk with
+    DataLoader workers (ImageNet-size data; its transforms v2 do their own augmentation)."""
+    if not in_memory:
+        if cfg.pop("resize", None) is not None:
+            raise ConfigError("data.resize is for in-memory data; streamed image folders use data.input_size")
+        return StreamingImageFolder(batch_size=batch_size, seed=seed, num_workers=num_workers, **cfg)
+    return TensorDataModule(batch_size=batch_size, seed=seed, device=device, augment=augment, **cfg)
+
+
 def build_datamodule(data_cfg: dict, batch_size: int, seed: int, device: str = "cpu"):
+    """The data module of a ``data`` config node (its ``_target_``; without one, the module
+    its ``name`` calls for)."""
+    from hydra.utils import instantiate
+
     cfg = dict(data_cfg)
-    name = cfg.pop("name")
-    in_memory = cfg.pop("in_memory", True)
-    if name == "image_folder" and not in_memory:
-        cfg.pop("augment", None)  # the streaming pipeline has its own transforms v2
-        return StreamingImageFolder(batch_size=batch_size, seed=seed, **cfg)
-    cfg.pop("num_workers", None)
-    return TensorDataModule(name=name, batch_size=batch_size, seed=seed, device=device, **cfg)
+    if "_target_" not in cfg:
+        cfg["_target_"] = (f"{__name__}.image_folder_datamodule" if "in_memory" in cfg
+                           else f"{__name__}.TensorDataModule")
+    return instantiate(cfg, batch_size=batch_size, seed=seed, device=device)
 
 
 class StreamingImageFolder(L.LightningDataModule):
@@ -303,13 +315,10 @@ class StreamingImageFolder(L.LightningDataModule):
 
     def __init__(self, root: str, batch_size: int = 256, seed: int = 0, val_fraction: float = 0.1,
                  input_size: int = 224, num_workers: int = 4, eval_batch_size: int | None = None,
-                 subset: int | None = None, **_: Any):
+                 subset: int | None = None, name: str = "image_folder"):
         super().__init__()
         _check_subset(subset)
-        if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 4):
-            raise ConfigError(f"data.resize={resize!r} must be null (native size) or a side of at least 4 pixels")
         self.subset = subset
-        self.resize = resize
         self.root = Path(root or "")
         if not root or not (self.root / "train").is_dir():
             raise ConfigError(f"data.root={root}: expected an ImageNet-style folder with "

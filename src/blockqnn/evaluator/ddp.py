@@ -3,8 +3,10 @@
 The search loop never runs Lightning's in-process ddp (its launcher re-executes the whole
 script). Instead :func:`evaluate_ddp` launches ``torchrun --nproc-per-node=k -m
 blockqnn.evaluator.ddp <in.json> <out.json>``; every rank trains under Lightning's ddp
-strategy (torchrun's environment tells Lightning not to launch anything itself) and rank 0
-writes the result."""
+strategy (torchrun's environment tells Lightning not to launch anything itself) with
+:func:`blockqnn.evaluator.training.train_candidate`, and rank 0 writes the result. The
+recipe's batch size is the global batch: each rank takes ``batch_size // k`` (refused when
+it does not divide)."""
 
 from __future__ import annotations
 
@@ -16,29 +18,46 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from blockqnn.result import empty_result
 
-def evaluate_ddp(nsc: Any, cfg: dict, devices: int, timeout: float | None = None) -> dict:
+
+def evaluate_ddp(nsc: Any, run: dict, devices: int, timeout: float | None = None) -> dict:
+    from blockqnn.errors import ConfigError
+
+    batch = int(run["recipe"]["batch_size"])
+    if batch % devices:
+        raise ConfigError(f"recipe.batch_size={batch} is the global batch and must divide by "
+                          f"evaluator.devices={devices}")
     with tempfile.TemporaryDirectory(prefix="bq-ddp-") as tmp:
         src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
-        src.write_text(json.dumps({"nsc": nsc, "cfg": cfg}))
+        src.write_text(json.dumps({"nsc": nsc, "run": run}))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
                "-m", "blockqnn.evaluator.ddp", str(src), str(dst)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  timeout=None if timeout is None else timeout + 60)
+        except subprocess.TimeoutExpired:
+            return empty_result("timeout", f"the DDP evaluation ran past evaluator.timeout_s={timeout:g} s")
         if dst.exists():
             return json.loads(dst.read_text())
-        tail = (proc.stderr or proc.stdout or "")[-1500:]
+        tail = (proc.stderr or proc.stdout or "")[-3000:]
         raise RuntimeError(f"DDP evaluation with {devices} processes exited {proc.returncode}: {tail}")
 
 
 def main(src: str, dst: str) -> None:
-    from blockqnn.evaluator.proxy import evaluate
+    from omegaconf import OmegaConf
+
+    from blockqnn.evaluator.lightning import LightningEvaluator
+    from blockqnn.evaluator.training import train_candidate
 
     job = json.loads(Path(src).read_text())
-    cfg = job["cfg"]
-    cfg["trainer"] = {**cfg["trainer"], "strategy": "ddp", "devices": int(os.environ["LOCAL_WORLD_SIZE"]),
-                      "deterministic": cfg["trainer"].get("deterministic", False)}
-    cfg["ddp_child"] = True
-    result = evaluate(job["nsc"], cfg)
+    run = job["run"]
+    world = int(os.environ["LOCAL_WORLD_SIZE"])
+    run["trainer"] = {**run["trainer"], "strategy": "ddp", "devices": world}
+    run["recipe"] = {**run["recipe"], "batch_size": int(run["recipe"]["batch_size"]) // world}  # per rank
+    evaluator = LightningEvaluator(OmegaConf.create(run), devices=1, timeout_s=run["evaluator"].get("timeout_s"))
+    result = train_candidate(job["nsc"], evaluator.run, evaluator.datamodule, evaluator.network_spec(),
+                             evaluator.reference_flops, evaluator.timeout_s, devices=world)
     if int(os.environ.get("RANK", "0")) == 0:
         Path(dst).write_text(json.dumps(result))
 

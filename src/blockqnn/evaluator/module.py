@@ -20,7 +20,8 @@ class DivergedError(RuntimeError):
 class BlockClassifier(L.LightningModule):
     """Classifies images with the network stacked from ``nsc``.
 
-    The block is saved in the hyperparameters as plain data (a list of 5-int lists), so a
+    The block is saved in the hyperparameters as plain data (a list of 5-int lists), with the
+    optimizer and scheduler as their config nodes (``_target_``, ``_partial_``), so a
     checkpoint rebuilds its own network: ``BlockClassifier.load_from_checkpoint(path)``.
     """
 
@@ -28,13 +29,15 @@ class BlockClassifier(L.LightningModule):
         self,
         nsc: list[list[int]],
         network: dict[str, Any],
-        optim: dict[str, Any] | None = None,
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None,
         label_smoothing: float = 0.0,
     ):
         super().__init__()
         block = Block.parse(nsc)
-        self.save_hyperparameters({"nsc": block.to_list(), "network": dict(network),
-                                   "optim": dict(optim or {}), "label_smoothing": label_smoothing})
+        self.save_hyperparameters({"nsc": block.to_list(), "network": dict(network), "optimizer": dict(optimizer),
+                                   "scheduler": dict(scheduler) if scheduler else None,
+                                   "label_smoothing": label_smoothing})
         self.block = block
         network = dict(network)
         self.channels_last = bool(network.pop("channels_last", False))
@@ -80,34 +83,19 @@ class BlockClassifier(L.LightningModule):
         self.test_acc.reset()
 
     def configure_optimizers(self):
-        """The search-time recipe by default: Adam, learning rate x ``lr_gamma`` every
-        ``lr_step`` epochs. ``optim.name`` = 'sgd' and ``schedule`` = 'cosine' are used by
-        final training (see :mod:`blockqnn.train`)."""
-        o = {"name": "adam", "lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-             "lr_step": 5, "lr_gamma": 0.2, "schedule": "step", **self.hparams.optim}
-        if o["name"] == "adam":
-            opt = torch.optim.Adam(self.parameters(), lr=o["lr"], betas=tuple(o["betas"]),
-                                   eps=o["eps"], weight_decay=o["weight_decay"])
-        elif o["name"] == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=o["lr"], momentum=o.get("momentum", 0.9),
-                                  nesterov=bool(o.get("nesterov", True)), weight_decay=o["weight_decay"])
-        else:
-            raise ValueError(f"unknown optimizer {o['name']!r} (adam, sgd)")
-        if o["schedule"] == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(o["lr_step"]), gamma=float(o["lr_gamma"]))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        if o["schedule"] == "cosine":
-            from timm.scheduler import CosineLRScheduler
+        """The optimizer and scheduler of the config (``model.optimizer`` / ``model.scheduler``,
+        ``_partial_`` targets in conf/model/): Adam with a step decay for the search recipe,
+        SGD with timm's warm-up cosine for final training. Schedulers step once an epoch."""
+        from hydra.utils import instantiate
 
-            steps = int(self.trainer.estimated_stepping_batches)
-            per_epoch = max(1, steps // max(1, self.trainer.max_epochs))
-            sched = CosineLRScheduler(opt, t_initial=steps, warmup_t=int(o.get("warmup_epochs", 5)) * per_epoch,
-                                      warmup_lr_init=o["lr"] * 0.01, lr_min=o.get("lr_min", 0.0), t_in_epochs=False)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        raise ValueError(f"unknown schedule {o['schedule']!r} (step, cosine)")
+        opt = instantiate(self.hparams.optimizer)(self.parameters())
+        if not self.hparams.scheduler:
+            return opt
+        sched = instantiate(self.hparams.scheduler)(opt)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     def lr_scheduler_step(self, scheduler, metric):
-        if hasattr(scheduler, "step_update"):  # timm schedulers step by update count
-            scheduler.step_update(num_updates=self.global_step)
+        if hasattr(scheduler, "step_update"):  # timm schedulers take the epoch they enter
+            scheduler.step(epoch=self.current_epoch + 1)
         else:
             scheduler.step()

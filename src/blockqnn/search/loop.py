@@ -4,39 +4,33 @@ stored result of any block already evaluated), teach the agent, record everythin
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from blockqnn.agent import AGENTS, parse_schedule
-from blockqnn.errors import ConfigError
+from blockqnn.agent import Agent, parse_schedule
+from blockqnn.config import SearchConfig, check
+from blockqnn.errors import BlockQNNError, ConfigError
+from blockqnn.evaluator import evaluator_spec, make_evaluator
 from blockqnn.predictor import predicted_result
 from blockqnn.search.outputs import write_outputs
 from blockqnn.search.store import SearchStore, parts_of
 from blockqnn.space.nsc import Block
 
+log = logging.getLogger("blockqnn.search")
 
-
-def evaluator_config(cfg: DictConfig) -> dict:
-    """The plain-dict config the evaluator needs (picklable, JSON-able)."""
-    return {
-        "seed": int(cfg.seed),
-        "data": OmegaConf.to_container(cfg.data, resolve=True),
-        "recipe": OmegaConf.to_container(cfg.recipe, resolve=True),
-        "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
-        "network": OmegaConf.to_container(cfg.network, resolve=True),
-        "reward": OmegaConf.to_container(cfg.reward, resolve=True),
-        "evaluator": OmegaConf.to_container(cfg.evaluator, resolve=True),
-    }
 
 
 def fingerprint(cfg: DictConfig) -> dict:
     """What must not change between a search and its resumption."""
-    ev = evaluator_config(cfg)
+    ev = evaluator_spec(cfg)
+    evaluator = {k: v for k, v in ev["evaluator"].items() if k not in ("devices", "timeout_s")}
     return {
         "seed": ev["seed"], "data": ev["data"], "recipe": ev["recipe"], "network": ev["network"],
-        "reward": ev["reward"], "max_layers": int(cfg.space.max_layers),
+        "model": ev["model"], "reward": ev["reward"], "max_layers": int(cfg.space.max_layers),
+        "evaluator": evaluator,
         "agent": OmegaConf.to_container(cfg.agent, resolve=True),
         "predictor": OmegaConf.to_container(cfg.search.predictor, resolve=True)
         if cfg.search.get("predictor") is not None else None,
@@ -57,9 +51,9 @@ def _instantiate(node: DictConfig, what: str, **kwargs):
 
 def build_agent(cfg: DictConfig):
     agent = _instantiate(cfg.agent.params, "agent", max_layers=int(cfg.space.max_layers), seed=int(cfg.seed))
-    if not isinstance(agent, tuple(AGENTS.values())):
-        raise ConfigError(f"agent.params._target_={cfg.agent.params._target_!r} is not an agent; known: "
-                          + ", ".join(f"{c.__module__}.{c.__name__}" for c in AGENTS.values()))
+    if not isinstance(agent, Agent):
+        raise ConfigError(f"agent.params._target_={cfg.agent.params._target_!r} is not an agent "
+                          "(a blockqnn.agent.Agent); agents: qlearning, random, evolution, tpe, replay")
     return agent
 
 
@@ -70,9 +64,19 @@ def build_predictor(cfg: DictConfig):
     return _instantiate(node, "predictor", seed=int(cfg.seed))
 
 
-def build_executor(cfg: DictConfig, evaluate=None):
-    kwargs = {"evaluate": evaluate} if evaluate is not None else {}
-    return _instantiate(cfg.executor, "executor", **kwargs)
+def build_executor(cfg: DictConfig, evaluator=None):
+    """The configured executor, given the evaluator spec (or, for the local executor, an
+    evaluator object already built, e.g. the one :func:`validate` loaded the data with)."""
+    from blockqnn.executors import LocalExecutor
+
+    local = str(cfg.executor.get("_target_", "")).endswith("LocalExecutor")
+    use = evaluator if (evaluator is not None and local) else evaluator_spec(cfg)
+    if evaluator is not None and not local and not isinstance(evaluator, dict) and callable(evaluator):
+        raise ConfigError("a callable evaluator runs with executor=local only")
+    executor = _instantiate(cfg.executor, "executor", evaluator=use)
+    if local and not isinstance(executor, LocalExecutor):  # pragma: no cover - a foreign target
+        raise ConfigError(f"executor._target_={cfg.executor._target_!r} is not an executor")
+    return executor
 
 
 def build_logger(cfg: DictConfig, run_dir: Path):
@@ -84,17 +88,27 @@ def build_logger(cfg: DictConfig, run_dir: Path):
         raise ConfigError(f"cannot build the logger from {cfg.logger.get('_target_')!r}: {exc}") from None
 
 
-def validate(cfg: DictConfig) -> None:
-    """Refuse bad input before any training."""
+def validate(cfg: DictConfig):
+    """Refuse bad input before any training: types and ranges (the schema), settings the
+    search cannot honour, the agent, and the data (loaded here: a missing folder fails now).
+    Returns the evaluator it built, for the local executor to use."""
     from hydra.utils import get_class
 
+    from blockqnn.evaluator.training import SEARCH_TRAINER_KEYS
+
+    check(cfg, SearchConfig)
     target = cfg.executor.get("_target_")
     try:
         get_class(target)
     except Exception:  # noqa: BLE001
         raise ConfigError(f"executor._target_={target!r} cannot be imported; executors: local, pool, ray") from None
     parse_schedule(cfg.agent.epsilon_schedule)
-    if cfg.trainer.get("strategy") == "ddp" or int(cfg.trainer.devices) != 1:
+    owned = [k for k in SEARCH_TRAINER_KEYS if k in cfg.trainer]
+    if owned:
+        raise ConfigError(f"trainer.{owned[0]} is set by the search for every candidate "
+                          "(max_epochs: recipe.epochs; callbacks: callbacks=...); remove it")
+    if cfg.trainer.get("strategy") not in (None, "auto") or int(cfg.trainer.devices) != 1 \
+            or int(cfg.trainer.get("num_nodes") or 1) != 1:
         raise ConfigError("a search trains each candidate on trainer.devices=1; for DDP per candidate use "
                           "evaluator.devices=<k> (each candidate then runs as its own torchrun process group)")
     if (cfg.trainer.accelerator in ("gpu", "cuda") and str(target).endswith(("LocalExecutor", "PoolExecutor"))):
@@ -103,16 +117,16 @@ def validate(cfg: DictConfig) -> None:
         if not torch.cuda.is_available():
             raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator} but no GPU is visible here; "
                               "use trainer=cpu (or run where a GPU is)")
-    if int(cfg.agent.batch_size) <= 0:
-        raise ConfigError(f"agent.batch_size={cfg.agent.batch_size} must be a positive integer")
-    if not 1 <= int(cfg.space.max_layers) <= 64:
-        raise ConfigError(f"space.max_layers={cfg.space.max_layers} must be in 1..64")
-    if cfg.search.max_episodes is not None and int(cfg.search.max_episodes) <= 0:
-        raise ConfigError(f"search.max_episodes={cfg.search.max_episodes} must be positive or null")
     build_agent(cfg)
-    from blockqnn.evaluator.proxy import datamodule_for, resolve_config
+    evaluator = make_evaluator(evaluator_spec(cfg))
+    prepare = getattr(evaluator, "prepare", None)
+    if prepare is not None:
+        prepare()
+    return evaluator
 
-    datamodule_for(resolve_config(evaluator_config(cfg)))  # loads the data: a missing folder fails here
+
+class SearchFailed(BlockQNNError):
+    """Too many evaluations failed in a row for reasons that are not the candidates' own."""
 
 
 class SearchInterrupted(BaseException):
@@ -126,15 +140,17 @@ def _raise_interrupt(signum, frame):
 
 
 class Search:
-    def __init__(self, cfg: DictConfig, run_dir: Path, evaluate: Callable[[Any, dict], dict] | None = None,
+    def __init__(self, cfg: DictConfig, run_dir: Path, evaluator: Callable[[Any], dict] | None = None,
                  console=None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.evaluate = evaluate  # an evaluate function for the local executor (tests)
-        self.ev_cfg = evaluator_config(cfg)
+        self.evaluator = evaluator  # an evaluator object for the local executor (validate's, or a test's)
         self.schedule = parse_schedule(cfg.agent.epsilon_schedule)
         self.batch = int(cfg.agent.batch_size)
-        self.asynchronous = bool(cfg.search.get("async", False))
+        self.asynchronous = bool(cfg.search.asynchronous)
+        self.max_failures = int(cfg.search.max_consecutive_failures)
+        self.max_attempts = int(cfg.search.max_attempts)
+        self.failures: list[tuple[int, str]] = []  # (episode, error) of the current run of failures
         planned = self.schedule.episodes(self.batch)
         cap = cfg.search.max_episodes
         self.total = planned if cap is None else min(planned, int(cap))
@@ -159,7 +175,7 @@ class Search:
             if predictor is not None:
                 predictor.load_state_dict(small["predictor"] or {}, self.measured)
         self.predictor = predictor
-        executor = build_executor(self.cfg, self.evaluate)
+        executor = build_executor(self.cfg, self.evaluator)
         logger = build_logger(self.cfg, self.run_dir)
         episodes = store.episodes()
         # Best measured reward so far: predicted rewards never count (as in _finish).
@@ -202,6 +218,10 @@ class Search:
                         for ep, result in executor.wait():
                             self._arrived(ep, result, reused=False)
                         self._tell_ready()
+        except SearchFailed:
+            executor.close()
+            store.close()
+            raise
         except (KeyboardInterrupt, SearchInterrupted):
             executor.close()
             store.close()
@@ -231,7 +251,7 @@ class Search:
             block = self.agent.ask(epsilon)
             prediction = None
             if (self.predictor is not None and block.key not in self.in_flight_keys
-                    and self.store.lookup(block.key) is None):
+                    and self.store.lookup(block.key, self.max_attempts) is None):
                 train, mean, std = self.predictor.gate(block)
                 if not train:
                     prediction = predicted_result(block, mean, std)
@@ -250,7 +270,7 @@ class Search:
         self.pending[episode] = (iteration, epsilon, block)
         if prediction is not None:  # the predictor's estimate stands in for training
             self.ready[episode] = (prediction, False, True)
-        elif (cached := self.store.lookup(block.key)) is not None:  # evaluated before: reuse, never retrain
+        elif (cached := self.store.lookup(block.key, self.max_attempts)) is not None:  # evaluated: reuse
             self._arrived(episode, cached, reused=True)
         elif block.key in self.in_flight_keys:  # being trained right now: wait for that result
             self.waiting.setdefault(block.key, []).append(episode)
@@ -264,7 +284,7 @@ class Search:
             iteration, epsilon, block = self.pending[episode]
             self.progress.update(episode, iteration, epsilon, self.best,
                                  f"{self.executor.in_flight + 1} training")
-            self.executor.submit(episode, block.to_list(), self.ev_cfg)
+            self.executor.submit(episode, block.to_list())
 
     def _arrived(self, episode: int, result: dict, reused: bool) -> None:
         self.ready[episode] = (result, reused, False)
@@ -289,14 +309,29 @@ class Search:
     def _finish(self, episode: int, result: dict, reused: bool, predicted: bool = False) -> None:
         iteration, epsilon, block = self.pending.pop(episode)
         reward = float(result.get("reward") or 0.0)
-        self.agent.tell(block, reward)
+        failed = result.get("status") == "failed"
+        if failed:  # not the candidate's fault: recorded, never taught, never reused
+            log.error("episode %d (block %s) failed:\n%s", episode, block.to_json(), result.get("error"))
+            self.failures.append((episode, str(result.get("error") or "")))
+        else:
+            self.failures = []
+            self.agent.tell(block, reward)
         if self.predictor is not None and not reused and not predicted:  # a new measurement
             self.measured.append((episode, block.to_list(), reward))
             self.predictor.maybe_refit(self.measured)
         self.store.finish(episode, result, self._state(), reused, predicted)
-        if not predicted:
+        if not predicted and not failed:
             self.best = reward if self.best is None else max(self.best, reward)
         self.logger.log_episode({"episode": episode, "iteration": iteration, "epsilon": epsilon, **result,
                                  "best_reward": self.best, "reused": int(reused), "predicted": int(predicted),
                                  "key": block.key, "nsc": json.dumps(block.to_list())})
         self.progress.advance(episode, iteration, epsilon, self.best)
+        if len(self.failures) >= self.max_failures:
+            first_episode, first = self.failures[0]
+            lines = [ln for ln in first.strip().splitlines() if ln.strip()]
+            raise SearchFailed(
+                f"{len(self.failures)} evaluations failed in a row (search.max_consecutive_failures="
+                f"{self.max_failures}); this is not the candidates' fault. The first, episode {first_episode}: "
+                f"{lines[-1] if lines else 'no error text'} (full tracebacks in the log). Finished episodes are "
+                f"saved in {self.run_dir / 'search.db'}; after fixing the cause resume with: "
+                f"python search.py hydra.run.dir={self.run_dir}")

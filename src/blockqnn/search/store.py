@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from blockqnn.errors import BlockQNNError
+from blockqnn.result import FIELDS as RESULT_COLUMNS
+from blockqnn.result import RETRIED, empty_result
 
 APP = "blockqnn"
 SCHEMA_VERSION = 3
@@ -74,8 +76,6 @@ def parts_of(parts: dict[str, dict[str, Any]], owner: str) -> dict[str, dict[str
     return {k.removeprefix(owner + "."): v for k, v in parts.items() if k.startswith(owner + ".")}
 
 
-RESULT_COLUMNS = ("status", "reward", "accuracy", "flops", "params", "density", "epochs", "restarts",
-                  "wall_time", "error", "history")
 JSON_COLUMNS = ("history",)  # stored as JSON text (the validation accuracy of each epoch)
 
 
@@ -191,8 +191,6 @@ class SearchStore:
         row = self.db.execute("SELECT * FROM episodes WHERE id = ? AND predicted = 1", (episode,)).fetchone()
         if row is None:
             return None
-        from blockqnn.evaluator.proxy import empty_result
-
         return empty_result("ok", row["error"], reward=row["reward"], density=row["density"])
 
     def running(self) -> list[sqlite3.Row]:
@@ -202,11 +200,19 @@ class SearchStore:
         row = self.db.execute("SELECT MAX(id) FROM episodes").fetchone()
         return 0 if row[0] is None else row[0] + 1
 
-    def lookup(self, key: str) -> dict | None:
-        """The first finished result of a block with this canonical key."""
-        row = self.db.execute("SELECT * FROM episodes WHERE key = ? AND status != 'running' AND predicted = 0 "
-                              "ORDER BY id LIMIT 1", (key,)).fetchone()
-        return _result(row) if row else None
+    def lookup(self, key: str, max_attempts: int = 1) -> dict | None:
+        """The result to reuse for a block with this canonical key, or None to train it: its
+        first trained result, except that ``failed`` results are never reused (the block is
+        trained again) and a timeout is reused only once the block timed out in
+        ``max_attempts`` evaluations."""
+        retried = ", ".join(f"'{s}'" for s in RETRIED)
+        row = self.db.execute(f"SELECT * FROM episodes WHERE key = ? AND status NOT IN ('running', {retried}) "
+                              "AND predicted = 0 ORDER BY id LIMIT 1", (key,)).fetchone()
+        if row:
+            return _result(row)
+        timeouts = self.db.execute("SELECT * FROM episodes WHERE key = ? AND status = 'timeout' AND reused = 0 "
+                                   "ORDER BY id", (key,)).fetchall()
+        return _result(timeouts[-1]) if len(timeouts) >= max_attempts else None
 
     def measured(self) -> list[tuple[int, list, float]]:
         """(id, nsc, reward) of every block trained in this search (not reused, not predicted)."""

@@ -1,0 +1,88 @@
+"""The Lightning evaluator (``evaluator=lightning``): a per-worker object that holds the
+search's data and trains each candidate it is given with the search recipe.
+
+Each worker (the search process itself, a pool worker, a Ray worker process) builds one from
+the run's config and keeps it: the data are loaded once per worker, and nothing of a
+candidate (its model, its Trainer) outlives its evaluation."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class LightningEvaluator:
+    """``evaluator(nsc) -> result``. ``devices`` > 1 trains each candidate with DDP on that
+    many devices (a torchrun process group per candidate); ``timeout_s`` bounds one
+    evaluation (the result is then ``timeout``)."""
+
+    def __init__(self, run: DictConfig | dict, devices: int, timeout_s: float | None):
+        from blockqnn.errors import ConfigError
+
+        self.run = run if isinstance(run, DictConfig) else OmegaConf.create(run)
+        if int(devices) < 1:
+            raise ConfigError(f"evaluator.devices={devices} must be at least 1")
+        if timeout_s is not None and float(timeout_s) <= 0:
+            raise ConfigError(f"evaluator.timeout_s={timeout_s} must be positive or null")
+        self.devices = int(devices)
+        self.timeout_s = None if timeout_s is None else float(timeout_s)
+        self._dm = None
+        self._ref_flops: int | None = None
+
+    # ------------------------------------------------------------------ data
+    @property
+    def device(self) -> str:
+        if str(self.run.trainer.accelerator) in ("gpu", "cuda"):
+            rank = os.environ.get("LOCAL_RANK")
+            return f"cuda:{rank}" if rank is not None else "cuda"
+        return "cpu"
+
+    @property
+    def datamodule(self):
+        """The search's data (train and validation splits), loaded on first use."""
+        if self._dm is None:
+            from hydra.utils import instantiate
+
+            data = OmegaConf.to_container(self.run.data, resolve=True)
+            self._dm = instantiate(data, batch_size=int(self.run.recipe.batch_size), seed=int(self.run.seed),
+                                   device=self.device)
+            self._dm.setup("fit")
+        return self._dm
+
+    def prepare(self) -> None:
+        """Load the data now (the search calls it before anything else: bad data fail early)."""
+        _ = self.datamodule
+
+    def network_spec(self) -> dict[str, Any]:
+        c, h, _ = self.datamodule.shape
+        return {**OmegaConf.to_container(self.run.network, resolve=True), "num_classes": self.datamodule.num_classes,
+                "in_channels": c, "input_size": h}
+
+    def reference_flops(self) -> int:
+        """FLOPs of the network built from the reward's reference block (once per worker)."""
+        if self._ref_flops is None:
+            from blockqnn.space.cost import count_flops
+            from blockqnn.space.network import build_network
+            from blockqnn.space.presets import preset
+
+            spec = {k: v for k, v in self.network_spec().items() if k != "channels_last"}
+            self._ref_flops = count_flops(build_network(preset(str(self.run.reward.flops_reference)), **spec),
+                                          self.datamodule.shape)
+        return self._ref_flops
+
+    # ------------------------------------------------------------------ evaluation
+    def __call__(self, nsc: Any) -> dict[str, Any]:
+        if self.devices > 1:
+            from blockqnn.evaluator.ddp import evaluate_ddp
+
+            start = time.perf_counter()
+            result = evaluate_ddp(nsc, OmegaConf.to_container(self.run, resolve=True), self.devices, self.timeout_s)
+            result["wall_time"] = time.perf_counter() - start
+            return result
+        from blockqnn.evaluator.training import train_candidate
+
+        return train_candidate(nsc, self.run, self.datamodule, self.network_spec(), self.reference_flops,
+                               self.timeout_s)
