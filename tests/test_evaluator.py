@@ -1,20 +1,23 @@
-"""Proxy evaluation: the reward, failure statuses, restarts, determinism, worker processes."""
+"""The Lightning evaluator: the reward, result statuses, restarts, determinism, the Trainer
+keys a user sets, worker processes."""
 
 import json
 import math
-import multiprocessing as mp
 import pickle
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import torch
 
-from blockqnn.evaluator import evaluate
 from blockqnn.evaluator.module import BlockClassifier
 from blockqnn.evaluator.reward import RewardConfig, shaped_reward
+from tests.conftest import lightning_evaluator
 
 BLOCK = "[[1,1,3,0,0],[2,1,3,1,0],[3,5,0,0,2],[4,6,0,1,3],[5,2,3,0,0]]"
-FAST = {"recipe": {"epochs": 2, "batch_size": 64}, "network": {"width": 8}}
+FAST = ["recipe.epochs=2", "recipe.batch_size=64", "network.width=8"]
+
+
+def evaluate(nsc, overrides=FAST):
+    return lightning_evaluator(*overrides)(nsc)
 
 
 def test_reward_formula_on_known_numbers():
@@ -28,7 +31,7 @@ def test_reward_formula_on_known_numbers():
 
 
 def test_ok_result_is_plain_and_complete():
-    r = evaluate(BLOCK, FAST)
+    r = evaluate(BLOCK)
     assert r["status"] == "ok", r["error"]
     json.dumps(r)
     pickle.dumps(r)
@@ -49,7 +52,7 @@ def _ref_flops():
 
 
 def test_same_seed_same_result():
-    a, b = evaluate(BLOCK, FAST), evaluate(BLOCK, FAST)
+    a, b = evaluate(BLOCK), evaluate(BLOCK)
     assert a["accuracy"] == b["accuracy"] and a["reward"] == b["reward"] and a["history"] == b["history"]
 
 
@@ -60,45 +63,83 @@ def test_non_finite_loss_is_diverged(monkeypatch):
         return original(self, batch, batch_idx) * float("nan")
 
     monkeypatch.setattr(BlockClassifier, "training_step", nan_step)
-    r = evaluate(BLOCK, FAST)
+    r = evaluate(BLOCK)
     assert r["status"] == "diverged" and r["reward"] == 0.0
     assert "non-finite" in r["error"]
 
 
-def test_exception_in_forward_is_failed_with_message(monkeypatch):
+def test_a_bug_is_raised_not_recorded_and_the_local_executor_reports_its_traceback(monkeypatch):
+    from blockqnn.executors import LocalExecutor
+
     def boom(self, x):
-        raise RuntimeError("CUDA out of memory (simulated)")
+        raise RuntimeError("a bug in our own code (simulated)")
 
     monkeypatch.setattr(BlockClassifier, "forward", boom)
-    r = evaluate(BLOCK, FAST)
-    assert r["status"] == "failed" and r["reward"] == 0.0
-    assert "CUDA out of memory (simulated)" in r["error"]
+    with pytest.raises(RuntimeError, match="simulated"):
+        evaluate(BLOCK)
+    ex = LocalExecutor(lightning_evaluator(*FAST))
+    ex.submit(7, json.loads(BLOCK))
+    [(tag, r)] = ex.wait()
+    assert tag == 7 and r["status"] == "failed" and r["reward"] == 0.0
+    assert "Traceback" in r["error"] and "in boom" in r["error"] and "simulated" in r["error"]
 
 
-def test_invalid_block_is_failed_not_raised():
-    r = evaluate("[[1,1,2,0,0]]", FAST)
-    assert r["status"] == "failed" and "layer 1" in r["error"] and "kernel" in r["error"]
+def test_out_of_memory_is_oom_with_the_candidate_size(monkeypatch):
+    def oom(self, x):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+    monkeypatch.setattr(BlockClassifier, "forward", oom)
+    r = evaluate(BLOCK)
+    assert r["status"] == "oom" and r["reward"] == 0.0
+    assert r["params"] > 0 and f"{r['params']} parameters" in r["error"] and "out of memory" in r["error"]
+
+
+def test_time_limit_gives_timeout():
+    r = evaluate(BLOCK, [*FAST, "evaluator.timeout_s=0.001"])
+    assert r["status"] == "timeout" and r["reward"] == 0.0 and "timeout_s" in r["error"]
+
+
+def test_invalid_block_is_invalid_not_raised():
+    r = evaluate("[[1,1,2,0,0]]")
+    assert r["status"] == "invalid" and "layer 1" in r["error"] and "kernel" in r["error"]
+
+
+def test_every_trainer_key_the_user_sets_reaches_each_candidate(monkeypatch):
+    from blockqnn.evaluator import training
+
+    built = []
+    original = training.build_trainer
+
+    def spy(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(training, "build_trainer", spy)
+    r = evaluate(BLOCK, [*FAST, "trainer.gradient_clip_val=0.5", "trainer.gradient_clip_algorithm=value",
+                         "trainer.limit_train_batches=3", "+trainer.max_time=null", "callbacks=early_stopping"])
+    assert r["status"] == "ok"
+    assert built and all(t.gradient_clip_val == 0.5 and t.gradient_clip_algorithm == "value" for t in built)
+    assert built[-1].global_step == 6  # 2 epochs of 3 batches
+    assert any(type(c).__name__ == "EarlyStopping" for c in built[-1].callbacks)
 
 
 def test_restart_rule_fires_when_first_epoch_is_at_chance():
     # A threshold no accuracy can pass: every first epoch counts as "at chance".
-    cfg = {**FAST, "recipe": {**FAST["recipe"], "restart": {"max": 3, "factor": 0.4, "threshold": 1.01}}}
-    r = evaluate(BLOCK, cfg)
+    r = evaluate(BLOCK, [*FAST, "recipe.restart.threshold=1.01"])
     assert r["status"] == "ok" and r["restarts"] == 3
     assert r["lr"] == pytest.approx(1e-3 * 0.4 ** 3)
     assert r["epochs"] == 2  # the last attempt trains its full epochs
     # Chance threshold by default: a learning block does not restart.
-    assert evaluate(BLOCK, FAST)["restarts"] == 0
+    assert evaluate(BLOCK)["restarts"] == 0
 
 
 def test_checkpoint_rebuilds_its_network(tmp_path):
     import lightning as L
 
-    from blockqnn.evaluator.proxy import datamodule_for, network_spec, resolve_config
-
-    cfg = resolve_config(FAST)
-    dm = datamodule_for(cfg)
-    model = BlockClassifier(json.loads(BLOCK), network_spec(cfg, dm))
+    ev = lightning_evaluator(*FAST)
+    dm = ev.datamodule
+    model = BlockClassifier(json.loads(BLOCK), ev.network_spec(), {"_target_": "torch.optim.Adam", "_partial_": True},
+                            None)
     trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
                         enable_progress_bar=False, default_root_dir=tmp_path, accelerator="cpu")
     trainer.fit(model, datamodule=dm)
@@ -114,9 +155,15 @@ def test_checkpoint_rebuilds_its_network(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_in_a_worker_process():
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        remote = pool.submit(evaluate, BLOCK, FAST).result(timeout=300)
-    local = evaluate(BLOCK, FAST)
+    from blockqnn.evaluator import evaluator_spec
+    from blockqnn.executors import PoolExecutor
+    from tests.conftest import compose_search
+
+    spec = evaluator_spec(compose_search(*FAST))
+    pool = PoolExecutor(spec, workers_per_gpu=1, cpu_workers=1, gpus=[], threads_per_cpu_worker=1, max_retries=0)
+    pool.submit(0, json.loads(BLOCK))
+    [(_, remote)] = pool.wait()
+    pool.close()
+    local = evaluate(BLOCK)
     assert remote["status"] == "ok"
     assert remote["accuracy"] == pytest.approx(local["accuracy"], abs=1e-6)

@@ -10,35 +10,21 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from blockqnn.search.loop import Search
 from blockqnn.search.store import SearchStore, StoreError, parts_of
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = ["recipe.epochs=1", "network.width=8", "space.max_layers=4", "agent.batch_size=4",
-         "agent.epsilon_schedule=[[1.0,2],[0.5,1]]", "logger=csv"]
+from tests.conftest import ROOT, SMOKE, FakeEvaluator, compose_search, fingerprint_of
 
-
-def cfg_for(*overrides):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("search", overrides=list(overrides))
-
-
-def fake_evaluate(nsc, cfg):
-    """A deterministic stand-in for training: fast tests of the loop's bookkeeping."""
-    from blockqnn.space.nsc import Block
-
-    b = Block.parse(nsc)
-    fake_evaluate.calls.append(b.key)
-    return {"status": "ok", "reward": 0.5 + 0.01 * len(b), "accuracy": 0.9, "flops": 1000 * len(b),
-            "params": 10, "density": b.density, "epochs": 1, "restarts": 0, "wall_time": 0.0, "error": None}
+QUICK = SMOKE
+cfg_for = compose_search
+_fp = fingerprint_of
 
 
 def test_loop_records_every_episode_once_and_dedupes(tmp_path):
-    fake_evaluate.calls = []
+    fake_evaluate = FakeEvaluator()
     cfg = cfg_for(*QUICK, "space.max_layers=1", "agent.epsilon_schedule=[[1.0,5]]")
-    Search(cfg, tmp_path, evaluate=fake_evaluate).run()
+    Search(cfg, tmp_path, evaluator=fake_evaluate).run()
     rows = SearchStore(tmp_path / "search.db", _fp(cfg)).episodes()
     assert [r["id"] for r in rows] == list(range(20))
     assert all(r["status"] == "ok" for r in rows)
@@ -50,12 +36,6 @@ def test_loop_records_every_episode_once_and_dedupes(tmp_path):
         assert (tmp_path / name).exists(), name
     best = json.loads((tmp_path / "best_block.json").read_text())
     assert best["reward"] == max(r["reward"] for r in rows)
-
-
-def _fp(cfg):
-    from blockqnn.search.loop import fingerprint
-
-    return fingerprint(cfg)
 
 
 def test_store_refuses_foreign_corrupt_and_incompatible(tmp_path):
@@ -106,15 +86,15 @@ def _as_schema_2(db_path, cfg):
 
 @pytest.mark.parametrize("legacy", [False, True])
 def test_resume_from_incremental_and_schema_2_stores(tmp_path, legacy):
-    fake_evaluate.calls = []
+    fake_evaluate = FakeEvaluator()
     cfg = cfg_for(*QUICK)
-    Search(cfg, tmp_path / "whole", evaluate=fake_evaluate).run()
+    Search(cfg, tmp_path / "whole", evaluator=fake_evaluate).run()
     part = tmp_path / "part"
-    Search(cfg_for(*QUICK, "search.max_episodes=8"), part, evaluate=fake_evaluate).run()  # 2 iterations of 4
+    Search(cfg_for(*QUICK, "search.max_episodes=8"), part, evaluator=fake_evaluate).run()  # 2 iterations of 4
     assert len(_blocks(part, cfg)) == 8
     if legacy:
         _as_schema_2(part / "search.db", cfg)
-    Search(cfg, part, evaluate=fake_evaluate).run()
+    Search(cfg, part, evaluator=fake_evaluate).run()
     assert _blocks(part, cfg) == _blocks(tmp_path / "whole", cfg)  # the same 12 blocks as one run
     con = sqlite3.connect(part / "search.db")
     assert con.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == ("3",)
@@ -185,6 +165,14 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, local_referenc
     ("agent.batch_size=0", "agent.batch_size=0"),
     ("trainer=ddp", "use evaluator.devices"),
     ("data=cifar100", "data.root is required"),
+    ("seed=notanumber", "full_key: seed"),
+    ("space.max_layers=abc", "full_key: space.max_layers"),
+    ("recipe.epochs=-1", "recipe.epochs=-1 must be >= 1"),
+    ("search.async=true", "use search.asynchronous"),
+    ("recipe.optim.lr=0.1", "use model/optimizer"),
+    ("executor.cpu_worker=3", "executor.cpu_worker"),
+    ("+executor.cpu_worker=3", "unexpected keyword argument 'cpu_worker'"),
+    ("+trainer.max_epochs=3", "trainer.max_epochs is set by the search"),
     pytest.param("trainer=gpu", "no GPU is visible",
                  marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is here")),
 ])
@@ -326,18 +314,27 @@ def test_experiment_paper_composes_and_smoke_runs(tmp_path):
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = episodes_of(tmp_path / "run")
-    assert len(rows) == 2 and all(r[2] in ("ok", "diverged", "failed") for r in rows)
+    assert len(rows) == 2 and all(r[2] == "ok" for r in rows), rows  # candidates trained, none crashed
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_pool_executor_search(tmp_path, mode, local_reference):
     run = tmp_path / "run"
-    out = subprocess.run(search_cmd(run, "executor=pool", f"search.async={'true' if mode == 'async' else 'false'}"),
+    out = subprocess.run(search_cmd(run, "executor=pool",
+                                    f"search.asynchronous={'true' if mode == 'async' else 'false'}"),
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = episodes_of(run)
     assert [r[0] for r in rows] == list(range(12)) and all(r[2] == "ok" for r in rows)
+    # Synchronous: every block of an iteration is sampled before any of its results is learned.
+    # Asynchronous: no barrier, so some block is sampled after an earlier block of its iteration
+    # (same batch of 4 episodes) has finished.
+    con = sqlite3.connect(run / "search.db")
+    times = con.execute("SELECT id, started_at, finished_at FROM episodes WHERE reused = 0 ORDER BY id").fetchall()
+    con.close()
+    overlap = any(a[0] // 4 == b[0] // 4 and a[0] < b[0] and b[1] > a[2] for a in times for b in times)
+    assert overlap == (mode == "async")
     if mode == "sync":  # synchronous iterations: the same blocks as the local executor
         assert [r[1] for r in rows] == [r[1] for r in local_reference]
         # Rewards agree up to float reductions (pool workers use 1 thread, the local run 2).
@@ -346,14 +343,14 @@ def test_pool_executor_search(tmp_path, mode, local_reference):
 
 @pytest.mark.slow
 def test_pool_retries_evaluations_of_a_killed_worker():
-    from blockqnn.evaluator import resolve_config
+    from blockqnn.evaluator import evaluator_spec
     from blockqnn.executors import PoolExecutor
 
-    cfg = resolve_config({"recipe": {"epochs": 2}, "network": {"width": 8}})
-    pool = PoolExecutor(cpu_workers=2)
+    spec = evaluator_spec(cfg_for("recipe.epochs=2", "network.width=8"))
+    pool = PoolExecutor(spec, workers_per_gpu=1, cpu_workers=2, gpus=[], threads_per_cpu_worker=1, max_retries=2)
     try:
         for tag in ("a", "b"):
-            pool.submit(tag, [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0]], cfg)
+            pool.submit(tag, [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0]])
         time.sleep(3)  # workers started and training
         victim = next(iter(pool.pools[0]._processes))
         os.kill(victim, signal.SIGKILL)
@@ -365,6 +362,7 @@ def test_pool_retries_evaluations_of_a_killed_worker():
         pool.close()
     assert set(results) == {"a", "b"}
     assert all(r["status"] == "ok" for r in results.values())
+    assert pool.retries >= 1  # the killed worker's evaluation was submitted again
 
 
 @pytest.mark.slow
@@ -395,7 +393,8 @@ def test_local_ray_listens_on_loopback_only():
     code = (
         "import psutil, json\n"
         "from blockqnn.executors import RayExecutor\n"
-        "ex = RayExecutor(local_cpus=1)\n"
+        "ex = RayExecutor({}, address=None, num_cpus=1, num_gpus=0, max_in_flight=None, max_retries=0,"
+        " include_dashboard=False, local_cpus=1)\n"
         "import ray\n"
         "print(ray.get(ray.remote(lambda: 1).remote()))\n"
         "addrs = []\n"
@@ -434,3 +433,78 @@ def test_wandb_is_offline_unless_set_up(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_mode() == "disabled"
     assert wandb_mode("offline") == "offline"
+
+
+def test_failures_that_are_bugs_stop_the_search_with_the_first_error(tmp_path, caplog):
+    from blockqnn.search.loop import SearchFailed
+    from tests.conftest import BrokenEvaluator
+
+    cfg = cfg_for(*QUICK)
+    with caplog.at_level("ERROR", logger="blockqnn.search"), pytest.raises(SearchFailed) as info:
+        Search(cfg, tmp_path, evaluator=BrokenEvaluator()).run()
+    msg = str(info.value)
+    assert "3 evaluations failed in a row" in msg and "ZeroDivisionError: a deliberate bug" in msg
+    assert f"python search.py hydra.run.dir={tmp_path}" in msg
+    assert caplog.text.count("Traceback") == 3 and "in _inner" in caplog.text  # full tracebacks logged
+    rows = SearchStore(tmp_path / "search.db", _fp(cfg)).episodes()
+    # Nothing lost: the failures are recorded (never taught); the rest of the iteration stays to run.
+    assert [r["status"] for r in rows] == ["failed"] * 3 + ["running"]
+    assert all("Traceback" in r["error"] for r in rows[:3])
+    # Resuming with a working evaluator finishes the search; failed blocks are trained again.
+    fake = FakeEvaluator()
+    Search(cfg, tmp_path, evaluator=fake).run()
+    rows = SearchStore(tmp_path / "search.db", _fp(cfg)).episodes()
+    assert len(rows) == 12 and [r["status"] for r in rows[3:]] == ["ok"] * 9
+
+
+@pytest.mark.slow
+def test_a_broken_evaluator_stops_search_py_after_three_failures(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(search_cmd(run, "evaluator._target_=tests.conftest.BrokenEvaluator"), capture_output=True,
+                         text=True, timeout=300, env=env, cwd=ROOT)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "3 evaluations failed in a row" in out.stderr and f"hydra.run.dir={run}" in out.stderr
+    log = (run / "search.log").read_text()
+    assert log.count("Traceback (most recent call last)") == 3 and "a deliberate bug" in log
+    assert [r[2] for r in episodes_of(run)] == ["failed"] * 3 + ["running"]
+
+
+def test_failed_blocks_are_trained_again_and_timeouts_reused_after_max_attempts(tmp_path):
+    from blockqnn.result import empty_result
+
+    class Flaky(FakeEvaluator):
+        """Fails the first evaluation of each block (a lost worker), times out on one-layer blocks."""
+
+        def __call__(self, nsc):
+            from blockqnn.space.nsc import Block
+
+            key = Block.parse(nsc).key
+            first = key not in self.calls
+            result = super().__call__(nsc)
+            if first:
+                return empty_result("failed", "Traceback: worker lost (simulated)")
+            if len(Block.parse(nsc).body) == 1:
+                return empty_result("timeout", "ran past evaluator.timeout_s")
+            return result
+
+    cfg = cfg_for(*QUICK, "space.max_layers=1", "agent.epsilon_schedule=[[1.0,12]]",
+                  "search.max_consecutive_failures=100", "search.max_attempts=2", "agent=random")
+    flaky = Flaky()
+    Search(cfg, tmp_path, evaluator=flaky).run()
+    rows = SearchStore(tmp_path / "search.db", _fp(cfg)).episodes()
+    by_key: dict = {}
+    for r in rows:
+        by_key.setdefault(r["key"], []).append(r)
+    for key, eps in by_key.items():
+        trained = [e for e in eps if not e["reused"]]
+        assert trained[0]["status"] == "failed"  # a failure is never reused: the block is trained again
+        for e in eps:
+            if e["reused"]:
+                assert e["status"] in ("ok", "timeout")
+        timeouts = [e for e in trained if e["status"] == "timeout"]
+        assert len(timeouts) <= 2  # a timeout is trained again until max_attempts, then reused
+        if len(timeouts) == 2:
+            assert all(e["status"] == "timeout" for e in eps[eps.index(timeouts[1]) + 1:])
+    assert any(len([e for e in eps if e["status"] == "timeout" and not e["reused"]]) == 2
+               for eps in by_key.values())

@@ -46,8 +46,14 @@ class TimeLimit(L.Callback):
 
 
 def quiet_lightning() -> None:
+    """Lightning's info logs and its advice about DataLoader workers and iterable datasets do
+    not apply to in-memory tensor loaders; each is filtered by its message."""
+    import warnings
+
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*isn't an iterable-style.*")
 
 
 def build_trainer(run: DictConfig, max_epochs: int, callbacks: list, devices: int | None = None) -> L.Trainer:

@@ -15,6 +15,7 @@ from blockqnn.config import SearchConfig, check
 from blockqnn.errors import BlockQNNError, ConfigError
 from blockqnn.evaluator import evaluator_spec, make_evaluator
 from blockqnn.predictor import predicted_result
+from blockqnn.result import RETRIED
 from blockqnn.search.outputs import write_outputs
 from blockqnn.search.store import SearchStore, parts_of
 from blockqnn.space.nsc import Block
@@ -291,8 +292,15 @@ class Search:
         block = self.pending[episode][2]
         if not reused and self.in_flight_keys.get(block.key) == episode:
             del self.in_flight_keys[block.key]
-            for other in self.waiting.pop(block.key, []):
-                self.ready[other] = (result, True, False)
+            waiting = self.waiting.pop(block.key, [])
+            if result.get("status") in RETRIED and waiting:  # no result to share: train the block again
+                self.in_flight_keys[block.key] = waiting[0]
+                self.queue.append(waiting[0])
+                if waiting[1:]:
+                    self.waiting[block.key] = waiting[1:]
+            else:
+                for other in waiting:
+                    self.ready[other] = (result, True, False)
 
     def _tell_ready(self) -> None:
         """Teach the agent the results that arrived. Asynchronous: in arrival order.

@@ -1,0 +1,68 @@
+"""Shared fixtures: configs composed by Hydra from conf/ (the files users run), evaluators
+built from them, and a fast deterministic stand-in evaluator for the loop's bookkeeping."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+#: A search that runs in seconds (conf/debug/smoke.yaml), logging to CSV.
+SMOKE = ["debug=smoke"]
+
+
+def compose_search(*overrides: str):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("search", overrides=list(overrides))
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def lightning_evaluator(*overrides: str):
+    """The Lightning evaluator a search with these overrides builds."""
+    from blockqnn.evaluator import evaluator_spec, make_evaluator
+
+    return make_evaluator(evaluator_spec(compose_search(*overrides)))
+
+
+class FakeEvaluator:
+    """A deterministic stand-in for training: reward grows with the block's length."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def __call__(self, nsc):
+        from blockqnn.space.nsc import Block
+
+        b = Block.parse(nsc)
+        self.calls.append(b.key)
+        return {"status": "ok", "reward": 0.5 + 0.01 * len(b), "accuracy": 0.9, "flops": 1000 * len(b),
+                "params": 10, "density": b.density, "epochs": 1, "restarts": 0, "wall_time": 0.0, "error": None,
+                "history": [0.9]}
+
+
+@pytest.fixture
+def fake_evaluator():
+    return FakeEvaluator()
+
+
+def fingerprint_of(cfg):
+    from blockqnn.search.loop import fingerprint
+
+    return fingerprint(cfg)
+
+
+class BrokenEvaluator:
+    """An evaluator with a bug: every call raises (``evaluator._target_=tests.conftest.BrokenEvaluator``)."""
+
+    def __init__(self, run=None, devices: int = 1, timeout_s=None):
+        self.run = run
+
+    def __call__(self, nsc):
+        return self._inner(nsc)
+
+    def _inner(self, nsc):
+        raise ZeroDivisionError("a deliberate bug in the evaluator")
