@@ -9,14 +9,14 @@ from blockqnn.predictor import RewardPredictor, features
 from blockqnn.search.loop import Search, SearchInterrupted, fingerprint
 from blockqnn.search.store import SearchStore
 from blockqnn.space.nsc import Block, random_block
-from tests.test_search import cfg_for
+from tests.conftest import compose_search as cfg_for
 
 BASE = ["recipe.epochs=1", "network.width=8", "space.max_layers=5", "agent.batch_size=8",
         "agent.epsilon_schedule=[[1.0,4],[0.3,3]]", "logger=none"]
 PRED = ["predictor=forest", "search.predictor.min_measured=8", "search.predictor.refit_every=4"]
 
 
-def synthetic(nsc, cfg):
+def synthetic(nsc):
     """A deterministic reward with structure a forest can learn (convs good, pools bad)."""
     b = Block.parse(nsc)
     convs = sum(la.type == 1 for la in b.body)
@@ -30,7 +30,7 @@ def test_gating_trains_promising_and_uncertain_blocks_only():
     measured = []
     for i in range(40):
         b = random_block(rng, 6)
-        measured.append((i, b.to_list(), synthetic(b.to_list(), None)["reward"]))
+        measured.append((i, b.to_list(), synthetic(b.to_list())["reward"]))
     p = RewardPredictor(min_measured=50, top_fraction=0.25, explore_fraction=0.0)
     p.maybe_refit(measured)
     assert p.model is None and p.gate(random_block(rng, 6))[0]  # not ready: everything is trained
@@ -42,13 +42,23 @@ def test_gating_trains_promising_and_uncertain_blocks_only():
     assert p.gate(good)[0] is True and p.gate(bad)[0] is False
     assert p.gate(good)[1] > p.gate(bad)[1]
     assert features(good).shape == features(bad).shape
+    # The uncertainty branch: with explore_fraction on, a block predicted below the reward cut
+    # is still trained when the trees disagree about it (its spread is in the top fraction).
+    p.explore_fraction = 0.5
+    p.fit(measured)
+    pool = [random_block(rng, 6) for _ in range(300)]
+    gated = [(b, *p.gate(b)) for b in pool]
+    explored = [g for g in gated if g[1] and g[2] < p.reward_cut]
+    assert explored and all(g[3] >= p.std_cut for g in explored)
+    skipped = [g for g in gated if not g[1]]
+    assert skipped and all(g[2] < p.reward_cut and g[3] < p.std_cut for g in skipped)
 
 
 def run_search(folder, evaluate=synthetic, *extra):
     plain = "plain" in extra
     extra = tuple(e for e in extra if e != "plain")
     cfg = cfg_for(*BASE, *extra) if plain else cfg_for(*BASE, *PRED, *extra)
-    Search(cfg, folder, evaluate=evaluate).run()
+    Search(cfg, folder, evaluator=evaluate).run()
     return cfg
 
 
@@ -79,11 +89,11 @@ class Killer:
     def __init__(self, n):
         self.n, self.calls = n, 0
 
-    def __call__(self, nsc, cfg):
+    def __call__(self, nsc):
         self.calls += 1
         if self.calls == self.n:
             raise SearchInterrupted()
-        return synthetic(nsc, cfg)
+        return synthetic(nsc)
 
 
 @pytest.mark.parametrize("with_predictor", [True, False])

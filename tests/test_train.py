@@ -106,11 +106,15 @@ def test_interrupted_training_resumes_and_finishes(tmp_path):
     ("block=[[1,1,2,0,0]]", "layer 1: kernel 2 is not allowed"),
     ("block=resnet_huge", "not a preset"),
     ("train.ckpt_path=/nonexistent/last.ckpt", "does not exist"),
+    ("train.optim.lr=0.1", "use model/optimizer"),
+    ("train.epochs=0", "train.epochs=0 must be >= 1"),
+    ("+trainer.max_epochs=3", "trainer.max_epochs is set by train.py"),
 ])
 def test_bad_input_gives_one_message(tmp_path, override, message):
     out = subprocess.run(train_cmd(tmp_path / "run", override, "train.epochs=1"), capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_mismatched_checkpoint_is_refused(tmp_path):
@@ -119,7 +123,8 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
     import lightning as L
 
     model = BlockClassifier(preset("plain").to_list(), {"num_classes": 3, "in_channels": 1, "width": 4,
-                                                        "blocks_per_stage": 1})
+                                                        "blocks_per_stage": 1},
+                            {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}, None)
     trainer = L.Trainer(max_epochs=0, logger=False, enable_checkpointing=False, accelerator="cpu")
     trainer.strategy.connect(model)
     path = tmp_path / "plain.ckpt"

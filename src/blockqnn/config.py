@@ -225,6 +225,32 @@ def check(cfg: DictConfig, schema: type) -> Any:
     return out
 
 
+def build(node: Any, what: str, **kwargs: Any) -> Any:
+    """Call a config node's ``_target_`` with its keys and ``kwargs`` (``_partial_`` nodes
+    give a functools.partial). Unlike hydra's instantiate this does not recurse into the node
+    and lets the project's own errors through unchanged; a wrong or unknown key is a
+    ConfigError naming ``what``."""
+    import functools
+
+    from hydra.utils import get_object
+
+    args = plain(node) if OmegaConf.is_config(node) else dict(node)
+    target = args.pop("_target_", None)
+    partial = bool(args.pop("_partial_", False))
+    try:
+        fn = get_object(target)
+    except Exception:  # noqa: BLE001
+        raise ConfigError(f"{what}._target_={target!r} cannot be imported") from None
+    if partial:
+        return functools.partial(fn, **args, **kwargs)
+    try:
+        return fn(**args, **kwargs)
+    except TypeError as exc:
+        if "argument" in str(exc):
+            raise ConfigError(f"{what} ({target}): {exc}") from None
+        raise
+
+
 def refuse_renamed(argv: list[str] | None = None) -> None:
     """Refuse overrides that use a renamed key, with the new name (before Hydra composes)."""
     for arg in (sys.argv[1:] if argv is None else argv):

@@ -167,7 +167,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     from hydra.utils import instantiate
 
-    from blockqnn.config import TrainConfig, check
+    from blockqnn.config import TrainConfig, build, check
     from blockqnn.evaluator.module import BlockClassifier
     from blockqnn.evaluator.training import quiet_lightning
     from blockqnn.space.cost import count_flops, count_params
@@ -191,8 +191,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError(f"train.batch_size={t.batch_size} is the global batch and must divide by the "
                           f"{world} DDP processes (trainer.devices x trainer.num_nodes)")
     # train.batch_size is the global batch: each DDP rank takes its share.
-    dm = instantiate(OmegaConf.to_container(cfg.data, resolve=True), batch_size=int(t.batch_size) // world,
-                     seed=int(cfg.seed), device=device if not ddp else "cpu")
+    dm = build(cfg.data, "data", batch_size=int(t.batch_size) // world, seed=int(cfg.seed),
+               device=device if not ddp else "cpu")
     dm.setup("fit")
     c, h, _ = dm.shape
     spec = {**OmegaConf.to_container(cfg.network, resolve=True), "num_classes": dm.num_classes, "in_channels": c,

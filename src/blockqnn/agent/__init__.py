@@ -12,7 +12,6 @@ AGENTS: dict[str, type[Agent]] = {
     "random": RandomAgent,
     "evolution": EvolutionAgent,
     "tpe": TPEAgent,
-    "replay": ReplayAgent,
 }
 
 __all__ = ["AGENTS", "Agent", "QLearningAgent", "RandomAgent", "EvolutionAgent", "TPEAgent", "ReplayAgent",

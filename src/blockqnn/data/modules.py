@@ -298,13 +298,13 @@ def image_folder_datamodule(in_memory: bool, num_workers: int, batch_size: int, 
 def build_datamodule(data_cfg: dict, batch_size: int, seed: int, device: str = "cpu"):
     """The data module of a ``data`` config node (its ``_target_``; without one, the module
     its ``name`` calls for)."""
-    from hydra.utils import instantiate
+    from blockqnn.config import build
 
     cfg = dict(data_cfg)
     if "_target_" not in cfg:
         cfg["_target_"] = (f"{__name__}.image_folder_datamodule" if "in_memory" in cfg
                            else f"{__name__}.TensorDataModule")
-    return instantiate(cfg, batch_size=batch_size, seed=seed, device=device)
+    return build(cfg, "data", batch_size=batch_size, seed=seed, device=device)
 
 
 class StreamingImageFolder(L.LightningDataModule):

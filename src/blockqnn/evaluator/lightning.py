@@ -44,11 +44,10 @@ class LightningEvaluator:
     def datamodule(self):
         """The search's data (train and validation splits), loaded on first use."""
         if self._dm is None:
-            from hydra.utils import instantiate
+            from blockqnn.config import build
 
-            data = OmegaConf.to_container(self.run.data, resolve=True)
-            self._dm = instantiate(data, batch_size=int(self.run.recipe.batch_size), seed=int(self.run.seed),
-                                   device=self.device)
+            self._dm = build(self.run.data, "data", batch_size=int(self.run.recipe.batch_size),
+                             seed=int(self.run.seed), device=self.device)
             self._dm.setup("fit")
         return self._dm
 
