@@ -49,3 +49,39 @@ def parse_args(doc: str, positionals: dict[str, int], data: list[str]) -> argpar
         parser.add_argument(name, type=int, nargs="?", default=default)
     parser.add_argument("--data", choices=data, default=data[0])
     return parser.parse_args()
+
+
+def compose_search(*overrides: str):
+    """conf/search.yaml composed with ``overrides`` (the config search.py would run)."""
+    from hydra import compose, initialize_config_dir
+
+    import blockqnn  # noqa: F401  registers the config schemas
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("search", overrides=list(overrides))
+
+
+def evaluator_for(*overrides: str):
+    """The evaluator a search with ``overrides`` builds (in this process)."""
+    from blockqnn.evaluator import evaluator_spec, make_evaluator
+
+    return make_evaluator(evaluator_spec(compose_search(*overrides)))
+
+
+def evaluate_all(blocks: list, overrides: list[str], workers: int = 2, gpus: list | None = None,
+                 per_gpu: int = 1) -> list[dict]:
+    """Evaluate ``blocks`` (NSC lists) in local worker processes; results in block order."""
+    from blockqnn.evaluator import evaluator_spec
+    from blockqnn.executors import PoolExecutor
+
+    pool = PoolExecutor(evaluator_spec(compose_search(*overrides)), workers_per_gpu=per_gpu, cpu_workers=workers,
+                        gpus=gpus or [], threads_per_cpu_worker=1, max_retries=1)
+    try:
+        for i, b in enumerate(blocks):
+            pool.submit(i, b)
+        results: dict = {}
+        while pool.in_flight:
+            results.update(pool.wait())
+    finally:
+        pool.close()
+    return [results[i] for i in range(len(blocks))]

@@ -14,21 +14,19 @@ import time
 
 import torch
 
-from blockqnn.evaluator import evaluate
+from _common import evaluate_all, evaluator_for
 from blockqnn.space.nsc import random_block
 
 
-def config(smoke: bool, fast: bool, epochs: int) -> dict:
-    data = {"name": "synthetic", "in_channels": 3, "input_size": 32, "num_classes": 100,
-            "train_size": 512 if smoke else 50000, "test_size": 64, "val_fraction": 0.1,
-            "augment": {"crop_padding": 4, "flip": True}}
+def config(smoke: bool, fast: bool, epochs: int) -> list[str]:
     gpu = torch.cuda.is_available() and not smoke
-    trainer = {"accelerator": "gpu" if gpu else "cpu", "devices": 1, "deterministic": False,
-               "precision": "bf16-mixed" if (fast and gpu) else "32-true"}
-    return {"seed": 0, "data": data, "trainer": trainer,
-            "recipe": {"epochs": epochs, "batch_size": 256, "restart": {"max": 0, "factor": 0.4, "threshold": 0.0}},
-            "network": {"kind": "cifar", "width": 8 if smoke else 32, "blocks_per_stage": 1 if smoke else 2,
-                        "stages": 3, "channels_last": fast and gpu}}
+    return ["data=synthetic", "data.in_channels=3", "data.input_size=32", "data.num_classes=100",
+            f"data.train_size={512 if smoke else 50000}", "data.test_size=64", "data.val_fraction=0.1",
+            "+data.augment.crop_padding=4", "+data.augment.flip=true", f"trainer={'gpu' if gpu else 'cpu'}",
+            "trainer.deterministic=false", f"trainer.precision={'bf16-mixed' if (fast and gpu) else '32-true'}",
+            f"recipe.epochs={epochs}", "recipe.batch_size=256", "recipe.restart.max=0", "recipe.restart.threshold=0.0",
+            f"network.width={8 if smoke else 32}", f"network.blocks_per_stage={1 if smoke else 2}",
+            f"network.channels_last={str(fast and gpu).lower()}"]
 
 
 def main(smoke: bool) -> dict:
@@ -44,23 +42,15 @@ def main(smoke: bool) -> dict:
         for b in blocks[:2]:
             if time.perf_counter() > budget:
                 break
-            r = evaluate(b.to_list(), config(smoke, fast, epochs))
+            r = evaluator_for(*config(smoke, fast, epochs))(b.to_list())
             times.append(round(r["wall_time"], 2) if r["status"] == "ok" else r["error"][:200])
         out[name] = {"seconds_per_evaluation": times}
     # Several candidates per GPU at once: local worker pool with workers_per_gpu=3.
     if time.perf_counter() < budget:
-        from blockqnn.executors import PoolExecutor
-
-        pool = PoolExecutor(workers_per_gpu=3, cpu_workers=2, gpus=[0] if torch.cuda.is_available() and not smoke
-                            else [])
         t = time.perf_counter()
-        cfg = config(smoke, True, epochs)
-        for i, b in enumerate(blocks):
-            pool.submit(i, b.to_list(), cfg)
-        results = {}
-        while pool.in_flight:
-            results.update(pool.wait())
-        pool.close()
+        gpus = [0] if torch.cuda.is_available() and not smoke else []
+        results = dict(enumerate(evaluate_all([b.to_list() for b in blocks], config(smoke, True, epochs),
+                                              workers=2, gpus=gpus, per_gpu=3)))
         wall = time.perf_counter() - t
         out["concurrent_3_per_gpu"] = {"wall_s": round(wall, 2), "seconds_per_evaluation": round(wall / len(blocks), 2),
                                        "statuses": [results[i]["status"] for i in sorted(results)]}

@@ -9,23 +9,24 @@ import time
 
 import torch
 
-from blockqnn.evaluator import evaluate, resolve_config
-from blockqnn.evaluator.proxy import datamodule_for, network_spec
+from _common import evaluator_for
+
 from blockqnn.space.network import build_network
 
 BLOCK = [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 0, 2], [4, 6, 0, 1, 3], [5, 2, 3, 0, 0]]
-CFG = {"recipe": {"epochs": 3, "batch_size": 32}}
+OVERRIDES = ["recipe.epochs=3", "recipe.batch_size=32"]
 
 
-def bare(cfg: dict) -> float:
+def bare(ev) -> float:
     t = time.perf_counter()
-    torch.manual_seed(cfg["seed"])
-    dm = datamodule_for(cfg)
-    net = build_network(BLOCK, **network_spec(cfg, dm))
-    o = cfg["recipe"]["optim"]
-    opt = torch.optim.Adam(net.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"])
-    sched = torch.optim.lr_scheduler.StepLR(opt, o["lr_step"], o["lr_gamma"])
-    for _ in range(cfg["recipe"]["epochs"]):
+    run = ev.run
+    torch.manual_seed(int(run.seed))
+    dm = ev.datamodule
+    net = build_network(BLOCK, **ev.network_spec())
+    o, s = run.model.optimizer, run.model.scheduler
+    opt = torch.optim.Adam(net.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    sched = torch.optim.lr_scheduler.StepLR(opt, s.step_size, s.gamma)
+    for _ in range(int(run.recipe.epochs)):
         net.train()
         for x, y in dm.train_dataloader():
             loss = torch.nn.functional.cross_entropy(net(x), y)
@@ -43,15 +44,14 @@ def bare(cfg: dict) -> float:
 
 
 def main(repeats: int = 5) -> dict:
-    cfg = resolve_config(CFG)
-    datamodule_for(cfg)
-    evaluate(BLOCK, CFG), bare(cfg)  # warm-up: imports, data, first-call costs
+    evaluator = evaluator_for(*OVERRIDES)
+    evaluator(BLOCK), bare(evaluator)  # warm-up: imports, data, first-call costs
     ev, ba = [], []
     for _ in range(repeats):
-        r = evaluate(BLOCK, CFG)
+        r = evaluator(BLOCK)
         assert r["status"] == "ok", r
         ev.append(r["wall_time"])
-        ba.append(bare(cfg))
+        ba.append(bare(evaluator))
     e, b = statistics.median(ev), statistics.median(ba)
     return {"bench": "overhead", "data": "digits", "layers": 5, "epochs": 3, "evaluator_s": round(e, 3),
             "bare_s": round(b, 3), "ratio": round(e / b, 3), "threads": torch.get_num_threads()}

@@ -11,42 +11,31 @@ images."""
 
 import json
 import math
-import multiprocessing as mp
 import random
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from scipy.stats import kendalltau
 
-from blockqnn.evaluator import evaluate
 from blockqnn.space.nsc import random_block
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import parse_args  # noqa: E402
+from _common import evaluate_all, parse_args  # noqa: E402
 
 DATA = {
-    "digits": ({"name": "digits", "val_fraction": 0.2}, 3),
-    "fashion_mnist": ({"name": "fashion_mnist", "subset": 5000, "val_fraction": 0.2}, 1),
+    "digits": (["data=digits", "data.val_fraction=0.2"], 3),
+    "fashion_mnist": (["data=fashion_mnist", "data.subset=5000", "data.val_fraction=0.2"], 1),
 }
 
 
-def early_cfg(data: str) -> dict:
+def early_overrides(data: str) -> list[str]:
     source, epochs = DATA[data]
-    return {"data": source, "recipe": {"epochs": epochs, "batch_size": 32}, "network": {"width": 16}}
+    return [*source, f"recipe.epochs={epochs}", "recipe.batch_size=32", "network.width=16"]
 
 
-def long_cfg(data: str, epochs: int) -> dict:
-    return {"data": DATA[data][0],
-            "recipe": {"epochs": epochs, "batch_size": 32, "optim": {"lr": 1e-3, "lr_step": max(1, epochs // 3),
-                                                                   "lr_gamma": 0.3}},
-            "network": {"width": 16}}
-
-
-def _init():
-    import torch
-
-    torch.set_num_threads(1)
+def long_overrides(data: str, epochs: int) -> list[str]:
+    return [*DATA[data][0], f"recipe.epochs={epochs}", "recipe.batch_size=32", "network.width=16",
+            f"model.scheduler.step_size={max(1, epochs // 3)}", "model.scheduler.gamma=0.3"]
 
 
 def main(n: int = 40, long_epochs: int = 20, data: str = "digits") -> dict:
@@ -56,9 +45,8 @@ def main(n: int = 40, long_epochs: int = 20, data: str = "digits") -> dict:
         b = random_block(rng, 6)
         if b.key not in {x.key for x in blocks}:
             blocks.append(b)
-    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"), initializer=_init) as pool:
-        early = list(pool.map(evaluate, [b.to_list() for b in blocks], [early_cfg(data)] * n))
-        late = list(pool.map(evaluate, [b.to_list() for b in blocks], [long_cfg(data, long_epochs)] * n))
+    early = evaluate_all([b.to_list() for b in blocks], early_overrides(data))
+    late = evaluate_all([b.to_list() for b in blocks], long_overrides(data, long_epochs))
     ok = [i for i in range(n) if early[i]["status"] == "ok" and late[i]["status"] == "ok"]
     final = [late[i]["accuracy"] for i in ok]
     out = {"bench": "reward_fidelity", "data": DATA[data][0], "blocks": len(ok), "early_epochs": DATA[data][1],
