@@ -160,7 +160,8 @@ def test_evaluate_in_a_worker_process():
     from tests.conftest import compose_search
 
     spec = evaluator_spec(compose_search(*FAST))
-    pool = PoolExecutor(spec, workers_per_gpu=1, cpu_workers=1, gpus=[], threads_per_cpu_worker=1, max_retries=0)
+    pool = PoolExecutor(spec, workers_per_gpu=1, cpu_workers=1, gpus=[], threads_per_cpu_worker=torch.get_num_threads(),
+                        max_retries=0)  # the same threads as this process: the same float reductions
     pool.submit(0, json.loads(BLOCK))
     [(_, remote)] = pool.wait()
     pool.close()

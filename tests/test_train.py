@@ -107,7 +107,7 @@ def test_interrupted_training_resumes_and_finishes(tmp_path):
     ("block=resnet_huge", "not a preset"),
     ("train.ckpt_path=/nonexistent/last.ckpt", "does not exist"),
     ("train.optim.lr=0.1", "use model/optimizer"),
-    ("train.epochs=0", "train.epochs=0 must be >= 1"),
+    ("train.batch_size=0", "train.batch_size=0 must be >= 1"),
     ("+trainer.max_epochs=3", "trainer.max_epochs is set by train.py"),
 ])
 def test_bad_input_gives_one_message(tmp_path, override, message):

@@ -233,7 +233,9 @@ class RayExecutor:
                          configure_logging=False)
         self.ray = ray
         self.num_gpus = float(num_gpus)
-        spec = evaluator if self.num_gpus else {**evaluator, "trainer": {**evaluator["trainer"], "accelerator": "cpu"}}
+        spec = evaluator
+        if not self.num_gpus and "trainer" in evaluator:  # CPU tasks train on the CPU
+            spec = {**evaluator, "trainer": {**evaluator["trainer"], "accelerator": "cpu"}}
         self.spec_ref = ray.put(spec)
         self.task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries,
                                retry_exceptions=False)(_ray_evaluate)

@@ -71,10 +71,9 @@ def build_executor(cfg: DictConfig, evaluator=None):
     from blockqnn.executors import LocalExecutor
 
     local = str(cfg.executor.get("_target_", "")).endswith("LocalExecutor")
+    # Other executors build one evaluator per worker from the spec.
     use = evaluator if (evaluator is not None and local) else evaluator_spec(cfg)
-    if evaluator is not None and not local and not isinstance(evaluator, dict) and callable(evaluator):
-        raise ConfigError("a callable evaluator runs with executor=local only")
-    executor = _instantiate(cfg.executor, "executor", evaluator=use)
+    executor = _instantiate(cfg.executor, "executor", evaluator=use, _recursive_=False)
     if local and not isinstance(executor, LocalExecutor):  # pragma: no cover - a foreign target
         raise ConfigError(f"executor._target_={cfg.executor._target_!r} is not an executor")
     return executor
@@ -103,6 +102,13 @@ def validate(cfg: DictConfig):
         get_class(target)
     except Exception:  # noqa: BLE001
         raise ConfigError(f"executor._target_={target!r} cannot be imported; executors: local, pool, ray") from None
+    import inspect
+
+    known = set(inspect.signature(get_class(target)).parameters) - {"evaluator"}
+    unknown = sorted(set(cfg.executor) - known - {"_target_"})
+    if unknown:
+        raise ConfigError(f"executor.{unknown[0]} is not an argument of {target}; its arguments: "
+                          + ", ".join(sorted(known)))
     parse_schedule(cfg.agent.epsilon_schedule)
     owned = [k for k in SEARCH_TRAINER_KEYS if k in cfg.trainer]
     if owned:
@@ -112,14 +118,16 @@ def validate(cfg: DictConfig):
             or int(cfg.trainer.get("num_nodes") or 1) != 1:
         raise ConfigError("a search trains each candidate on trainer.devices=1; for DDP per candidate use "
                           "evaluator.devices=<k> (each candidate then runs as its own torchrun process group)")
-    if (cfg.trainer.accelerator in ("gpu", "cuda") and str(target).endswith(("LocalExecutor", "PoolExecutor"))):
+    build_agent(cfg)
+    evaluator = make_evaluator(evaluator_spec(cfg))
+    trains = getattr(evaluator, "trains", True)  # the surrogate needs no device
+    if (trains and cfg.trainer.accelerator in ("gpu", "cuda")
+            and str(target).endswith(("LocalExecutor", "PoolExecutor"))):
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator} but no GPU is visible here; "
                               "use trainer=cpu (or run where a GPU is)")
-    build_agent(cfg)
-    evaluator = make_evaluator(evaluator_spec(cfg))
     prepare = getattr(evaluator, "prepare", None)
     if prepare is not None:
         prepare()

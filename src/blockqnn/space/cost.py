@@ -26,3 +26,50 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
         return int(counter.get_total_flops())
     finally:
         module.train(was_training)
+
+
+def network_cost(block, kind: str = "cifar", num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
+                 blocks_per_stage: int = 2, width: int = 32, stages: int = 3, **_unused) -> tuple[int, int]:
+    """(FLOPs, parameters) of :func:`blockqnn.space.network.build_network`'s network for
+    ``block``, computed from the NSC without building it: what :func:`count_flops` (convolutions
+    and the classifier, a multiply-add counting 2) and :func:`count_params` give, thousands of
+    times faster (the surrogate evaluator prices every sampled block this way). Options that
+    do not change the architecture (drop_path, channels_last) are ignored."""
+    from blockqnn.space.nsc import Block, LayerType
+
+    if not isinstance(block, Block):
+        block = Block.parse(block)
+    convs = [layer.kernel for layer in block.body if layer.type == LayerType.CONV]
+    concats = sum(layer.type == LayerType.CONCAT for layer in block.body)
+    leaves = len(block.leaves)
+
+    def conv(c_in: int, c_out: int, k: int, hw: int, bn: bool = True) -> tuple[int, int]:
+        return 2 * c_in * c_out * k * k * hw, c_in * c_out * k * k + (2 * c_out if bn else 0)
+
+    flops = params = 0
+    size = int(input_size)
+    if kind == "imagenet":
+        size = (size + 6 - 7) // 2 + 1
+        f, p = conv(in_channels, width, 7, size * size)
+        size = (size + 2 - 3) // 2 + 1
+    else:
+        f, p = conv(in_channels, width, 3, size * size)
+    flops, params = flops + f, params + p
+    channels, w = width, width
+    for stage in range(stages):
+        if stage > 0:
+            size //= 2
+            w *= 2
+        hw = size * size
+        for _ in range(blocks_per_stage):
+            parts = [conv(w, w, k, hw) for k in convs] + [conv(2 * w, w, 1, hw)] * concats
+            if channels != w:
+                parts.append(conv(channels, w, 1, hw))
+            if leaves > 1:
+                parts.append(conv(leaves * w, w, 1, hw))
+            flops += sum(f for f, _ in parts)
+            params += sum(p for _, p in parts)
+            channels = w
+    flops += 2 * channels * num_classes
+    params += channels * num_classes + num_classes
+    return int(flops), int(params)
