@@ -33,6 +33,11 @@ RENAMED = {
 }
 
 
+#: Trainer keys a search sets itself for every candidate (the user sets the rest).
+SEARCH_TRAINER_KEYS = ("max_epochs", "callbacks", "logger", "enable_checkpointing", "enable_progress_bar",
+                       "enable_model_summary", "num_sanity_val_steps")
+
+
 def _range(key: str, value: Any, low: float | None = None, high: float | None = None, what: str = "") -> None:
     if value is None:
         return

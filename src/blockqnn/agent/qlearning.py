@@ -30,6 +30,12 @@ def _actions(index: int, max_layers: int) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(a) for a in legal_actions(partial, max_layers))
 
 
+def _key(state: tuple, action: tuple) -> str:
+    """The saved key of a Q entry: ``json.dumps([state, action])``, built without json (the
+    checkpoint writes up to ~1,500 of them per result)."""
+    return "[[%d, %d, %d, %d, %d], [%d, %d, %d, %d, %d]]" % (*state, *action)
+
+
 @lru_cache(maxsize=None)
 def _count(index: int, max_layers: int) -> int:
     return len(_actions(index, max_layers))
@@ -165,7 +171,7 @@ class QLearningAgent(Agent):
     # each checkpoint carries only the Q entries updated and the memory appended since the last.
     def checkpoint(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         small = {**self._small_state(), "memory_len": len(self.memory)}
-        q = {json.dumps([s, a]): self.q[s][a] for s, a in self._dirty}
+        q = {_key(s, a): self.q[s][a] for s, a in self._dirty}
         memory = {str(i): [[list(la) for la in traj], r]
                   for i, (traj, r) in enumerate(self.memory[self._saved_memory:], self._saved_memory)}
         self._dirty = set()

@@ -98,6 +98,42 @@ def fit_model(kind: str, x: np.ndarray, y: np.ndarray, seed: int = 0):
     return model.fit(x, y)
 
 
+class FlatForest:
+    """A fitted sklearn random forest as padded arrays, its trees walked together with numpy:
+    the same predictions as ``forest.predict`` for one block in ~0.1 ms instead of ~10-50 ms
+    (sklearn dispatches each tree through joblib; the surrogate predicts one block at a time)."""
+
+    def __init__(self, forest):
+        trees = [e.tree_ for e in forest.estimators_]
+        n = max(t.node_count for t in trees)
+        shape = (len(trees), n)
+        self.feature = np.zeros(shape, dtype=np.int64)
+        self.threshold = np.zeros(shape)
+        self.left = np.zeros(shape, dtype=np.int64)
+        self.right = np.zeros(shape, dtype=np.int64)
+        self.value = np.zeros(shape)
+        for i, t in enumerate(trees):
+            k = t.node_count
+            leaf = t.children_left[:k] == -1
+            self.feature[i, :k] = np.where(leaf, 0, t.feature[:k])
+            self.threshold[i, :k] = t.threshold[:k]
+            self.left[i, :k] = np.where(leaf, np.arange(k), t.children_left[:k])   # a leaf points at itself
+            self.right[i, :k] = np.where(leaf, np.arange(k), t.children_right[:k])
+            self.value[i, :k] = t.value[:k, 0, 0]
+        self.depth = max(e.get_depth() for e in forest.estimators_)
+        self.rows = np.arange(len(trees))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty(len(x))
+        for j, row in enumerate(np.asarray(x, dtype=np.float32)):
+            node = np.zeros(len(self.rows), dtype=np.int64)
+            for _ in range(self.depth):
+                go_left = row[self.feature[self.rows, node]] <= self.threshold[self.rows, node]
+                node = np.where(go_left, self.left[self.rows, node], self.right[self.rows, node])
+            out[j] = self.value[self.rows, node].mean()
+        return out
+
+
 _FITTED: dict[tuple, Any] = {}  # (table, mtime, model) -> (fitted regressor, noise std); no candidate state
 
 
@@ -161,7 +197,8 @@ class SurrogateEvaluator:
                 raise ConfigError(f"evaluator.table={self.table} has {len(keys)} measured blocks; at least 20 needed")
             x = np.stack([block_features(json.loads(s)) for s in nscs])
             _FITTED.clear()
-            _FITTED[key] = (fit_model(self.model_kind, x, acc), noise)
+            model = fit_model(self.model_kind, x, acc)
+            _FITTED[key] = (FlatForest(model) if self.model_kind == "forest" else model, noise)
         self._model, measured_noise = _FITTED[key]
         self.noise_std = self.noise_override if self.noise_override is not None else measured_noise
         if math.isnan(self.noise_std):

@@ -19,9 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from blockqnn.errors import BlockError
 from blockqnn.result import empty_result
 
-#: Trainer keys a search sets itself for every candidate (the user sets the rest).
-SEARCH_TRAINER_KEYS = ("max_epochs", "callbacks", "logger", "enable_checkpointing", "enable_progress_bar",
-                       "enable_model_summary", "num_sanity_val_steps")
+from blockqnn.config import SEARCH_TRAINER_KEYS  # noqa: F401  (re-exported: the keys a search owns)
 
 
 class CandidateTimeout(Exception):

@@ -94,7 +94,7 @@ def validate(cfg: DictConfig):
     Returns the evaluator it built, for the local executor to use."""
     from hydra.utils import get_class
 
-    from blockqnn.evaluator.training import SEARCH_TRAINER_KEYS
+    from blockqnn.config import SEARCH_TRAINER_KEYS
 
     check(cfg, SearchConfig)
     target = cfg.executor.get("_target_")

@@ -79,6 +79,13 @@ def parts_of(parts: dict[str, dict[str, Any]], owner: str) -> dict[str, dict[str
 JSON_COLUMNS = ("history",)  # stored as JSON text (the validation accuracy of each epoch)
 
 
+def _json(value: Any) -> str:
+    """JSON text of a saved part entry; a finite float (a Q value) is its repr, as json writes it."""
+    if type(value) is float and value == value and abs(value) != float("inf"):
+        return repr(value)
+    return json.dumps(value)
+
+
 def _result(row: sqlite3.Row) -> dict[str, Any]:
     return {c: json.loads(row[c]) if c in JSON_COLUMNS and row[c] is not None else row[c] for c in RESULT_COLUMNS}
 
@@ -181,7 +188,7 @@ class SearchStore:
                    (json.dumps(state), time.time()))
         db.executemany("INSERT INTO agent_parts (part, key, value) VALUES (?, ?, ?) "
                        "ON CONFLICT(part, key) DO UPDATE SET value = excluded.value",
-                       [(part, k, json.dumps(v)) for part, entries in parts.items() for k, v in entries.items()])
+                       [(part, k, _json(v)) for part, entries in parts.items() for k, v in entries.items()])
 
     def agent_state(self) -> Checkpoint | None:
         """The saved small state and every saved entry of the large parts, or None."""
