@@ -36,9 +36,22 @@ def read_run(folder: Path) -> tuple[dict, list[dict]]:
 
 
 def proxy_config(fp: dict) -> dict:
-    """What defines the proxy (not the seed, the agent or the reward constants)."""
-    data = {k: v for k, v in fp["data"].items()}
-    return {"data": data, "recipe": fp["recipe"], "network": fp["network"], "max_layers": fp["max_layers"]}
+    """What defines the proxy (not the seed, the agent or the reward constants), in one form
+    for run folders written before and after the config's optimizer moved to model/."""
+    data = {k: v for k, v in fp["data"].items() if k not in ("_target_",)}
+    data.setdefault("resize", None)
+    recipe = dict(fp["recipe"])
+    optim = recipe.pop("optim", None)
+    if optim is not None:  # recipe.optim (earlier versions)
+        optimizer = {"lr": optim["lr"], "betas": list(optim["betas"]), "eps": optim["eps"]}
+        scheduler = {"step_size": optim["lr_step"], "gamma": optim["lr_gamma"]}
+    else:
+        o, sch = fp["model"]["optimizer"], fp["model"]["scheduler"] or {}
+        optimizer = {"lr": o["lr"], "betas": list(o["betas"]), "eps": o["eps"]}
+        scheduler = {"step_size": sch.get("step_size"), "gamma": sch.get("gamma")}
+    network = {k: fp["network"][k] for k in ("kind", "width", "blocks_per_stage", "stages")}
+    return {"data": data, "recipe": recipe, "optimizer": optimizer, "scheduler": scheduler, "network": network,
+            "max_layers": fp["max_layers"]}
 
 
 def main() -> None:

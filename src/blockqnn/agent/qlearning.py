@@ -37,6 +37,15 @@ def _key(state: tuple, action: tuple) -> str:
 
 
 @lru_cache(maxsize=None)
+def _by_type(index: int, max_layers: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """The legal actions at layer ``index`` grouped by layer type."""
+    groups: dict[int, list] = {}
+    for a in _actions(index, max_layers):
+        groups.setdefault(a[1], []).append(a)
+    return tuple(tuple(groups[t]) for t in sorted(groups))
+
+
+@lru_cache(maxsize=None)
 def _count(index: int, max_layers: int) -> int:
     return len(_actions(index, max_layers))
 
@@ -53,8 +62,14 @@ class QLearningAgent(Agent):
         q_init: float = 0.5,
         replay_size: int = 64,
         reward_shaping: bool = True,
+        explore: str = "uniform",
     ):
         super().__init__(max_layers, seed)
+        if explore not in ("uniform", "type_first"):
+            from blockqnn.errors import ConfigError
+
+            raise ConfigError(f"agent.params.explore={explore!r}: uniform or type_first")
+        self.explore = explore
         self.learning_rate = float(learning_rate)
         self.discount = float(discount)
         self.q_init = float(q_init)
@@ -84,13 +99,24 @@ class QLearningAgent(Agent):
             ties.sort()  # dict order depends on history; sort so ties are drawn from a fixed order
         return ties[self.rng.randrange(len(ties))]
 
+    def _random_action(self, actions: tuple, index: int) -> tuple[int, ...]:
+        """An exploration step: uniform over the legal actions (the paper's reading), or
+        ``type_first``: the layer type uniform over the legal types, then its kernel and inputs
+        uniform (so Terminal, add and concat are not drawn in proportion to how many input
+        pairs they have)."""
+        if self.explore == "uniform":
+            return actions[self.rng.randrange(len(actions))]
+        groups = _by_type(index, self.max_layers)
+        group = groups[self.rng.randrange(len(groups))]
+        return group[self.rng.randrange(len(group))]
+
     def ask(self, epsilon: float = 1.0) -> Block:
         body: list[tuple[int, ...]] = []
         state: tuple = START
         while True:
             actions = _actions(len(body) + 1, self.max_layers)
             if self.rng.random() < epsilon:
-                action = actions[self.rng.randrange(len(actions))]
+                action = self._random_action(actions, len(body) + 1)
             else:
                 action = self._greedy(state, actions)
             if action[1] == LayerType.TERMINAL:
@@ -161,11 +187,13 @@ class QLearningAgent(Agent):
     def _small_state(self) -> dict[str, Any]:
         """Everything but the Q table and the replay memory."""
         return {**Agent.state_dict(self),
-                "hyper": [self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping]}
+                "hyper": [self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping,
+                          self.explore]}
 
     def _hyper(self, state: dict[str, Any]) -> None:
-        lr, g, q0, k, shaping = state["hyper"]
+        lr, g, q0, k, shaping, *explore = state["hyper"]  # states saved before `explore` have 5 entries
         self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping = lr, g, q0, k, shaping
+        self.explore = explore[0] if explore else "uniform"
 
     # Incremental saving: the Q table and the replay memory are parts of the checkpoint, and
     # each checkpoint carries only the Q entries updated and the memory appended since the last.
