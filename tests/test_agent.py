@@ -197,3 +197,23 @@ def test_evolution_mutation_changes_one_layer():
         child = agent.mutate(parent)
         assert child.key != parent.key and len(child) == len(parent)
         assert sum(a != b for a, b in zip(child.body, parent.body)) == 1
+
+
+def test_type_first_exploration_draws_layer_types_evenly():
+    from blockqnn.space.nsc import LayerType
+
+    uniform = QLearningAgent(max_layers=23, seed=0)
+    typed = QLearningAgent(max_layers=23, seed=0, explore="type_first")
+    u = [uniform.ask(1.0) for _ in range(300)]
+    t = [typed.ask(1.0) for _ in range(300)]
+    # Uniform over legal actions: add/concat (many input pairs) dominate and most blocks hit the cap.
+    assert sum(len(b.body) == 23 for b in u) > 150
+    assert sum(len(b.body) == 23 for b in t) < 30
+    counts = {k: sum(la.type == k for b in t for la in b.body) for k in (1, 2, 3, 4, 5, 6)}
+    assert max(counts.values()) < 2 * min(counts.values())  # six computing types about evenly
+    two_input = (LayerType.ADD, LayerType.CONCAT)
+    assert sum(la.type in two_input for b in u for la in b.body) > 0.45 * sum(len(b.body) for b in u)
+    state = typed.state_dict()
+    again = QLearningAgent(max_layers=23, seed=5)
+    again.load_state_dict(state)
+    assert again.explore == "type_first" and again.ask(1.0) == typed.ask(1.0)
