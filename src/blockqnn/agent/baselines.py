@@ -7,7 +7,7 @@ from collections import deque
 from typing import Any
 
 from blockqnn.agent.base import Agent
-from blockqnn.agent.qlearning import _actions
+from blockqnn.agent.qlearning import actions_at
 from blockqnn.errors import BlockError
 from blockqnn.space.nsc import (
     DEFAULT_MAX_LAYERS,
@@ -126,7 +126,7 @@ class TPEAgent(Agent):
 
     @staticmethod
     def _choices(index: int, max_layers: int) -> list[str]:
-        return [",".join(map(str, a)) for a in _actions(index, max_layers)]
+        return [",".join(map(str, a)) for a in actions_at(index, max_layers)]
 
     def _distributions(self, block: Block) -> tuple[dict, dict]:
         from optuna.distributions import CategoricalDistribution

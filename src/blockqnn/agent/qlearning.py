@@ -24,7 +24,7 @@ START = (0, 0, 0, 0, 0)
 
 
 @lru_cache(maxsize=None)
-def _actions(index: int, max_layers: int) -> tuple[tuple[int, ...], ...]:
+def actions_at(index: int, max_layers: int) -> tuple[tuple[int, ...], ...]:
     """Legal actions at layer ``index`` (they depend on the index only), as plain tuples."""
     partial = [Layer(i, 4, 0, i - 1, 0) for i in range(1, index)]  # any valid prefix of that length
     return tuple(tuple(a) for a in legal_actions(partial, max_layers))
@@ -40,14 +40,14 @@ def _key(state: tuple, action: tuple) -> str:
 def _by_type(index: int, max_layers: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
     """The legal actions at layer ``index`` grouped by layer type."""
     groups: dict[int, list] = {}
-    for a in _actions(index, max_layers):
+    for a in actions_at(index, max_layers):
         groups.setdefault(a[1], []).append(a)
     return tuple(tuple(groups[t]) for t in sorted(groups))
 
 
 @lru_cache(maxsize=None)
 def _count(index: int, max_layers: int) -> int:
-    return len(_actions(index, max_layers))
+    return len(actions_at(index, max_layers))
 
 
 class QLearningAgent(Agent):
@@ -114,7 +114,7 @@ class QLearningAgent(Agent):
         body: list[tuple[int, ...]] = []
         state: tuple = START
         while True:
-            actions = _actions(len(body) + 1, self.max_layers)
+            actions = actions_at(len(body) + 1, self.max_layers)
             if self.rng.random() < epsilon:
                 action = self._random_action(actions, len(body) + 1)
             else:
