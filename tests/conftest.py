@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import blockqnn  # noqa: F401  registers the config schemas
+
 ROOT = Path(__file__).resolve().parents[1]
 #: A search that runs in seconds (conf/debug/smoke.yaml), logging to CSV.
 SMOKE = ["debug=smoke"]

@@ -127,7 +127,7 @@ def local_reference(tmp_path_factory):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, local_reference):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = dict(os.environ)
     reference = local_reference
 
     run = tmp_path / "killed"
@@ -508,3 +508,15 @@ def test_failed_blocks_are_trained_again_and_timeouts_reused_after_max_attempts(
             assert all(e["status"] == "timeout" for e in eps[eps.index(timeouts[1]) + 1:])
     assert any(len([e for e in eps if e["status"] == "timeout" and not e["reused"]]) == 2
                for eps in by_key.values())
+
+
+def test_experiment_paper_keeps_the_papers_constants_and_other_agents_compose():
+    cfg = cfg_for("experiment=paper")
+    assert cfg.agent.name == "qlearning" and cfg.agent.params.learning_rate == 0.01 and cfg.agent.params.q_init == 0.5
+    short = cfg_for()  # the short-search defaults (BENCHMARKS.md, the agent ablation)
+    assert short.agent.params.learning_rate == 0.1 and short.agent.params.q_init == 1.0
+    rnd = cfg_for("experiment=paper", "agent=random")
+    assert rnd.agent.name == "random" and rnd.agent.batch_size == 64 and rnd.agent.epsilon_schedule == "paper"
+    from blockqnn.search.loop import build_agent
+
+    assert type(build_agent(rnd)).__name__ == "RandomAgent"
