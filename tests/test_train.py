@@ -135,3 +135,15 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="cannot be read"):
         check_checkpoint(tmp_path / "junk.ckpt", preset("plain"))
+
+
+def test_train_config_composes_the_recipe_and_the_final_experiments():
+    from tests.conftest import compose_train
+
+    cfg = compose_train()
+    assert cfg.model.optimizer._target_ == "torch.optim.Adam" and cfg.model.optimizer.lr == 2e-3
+    assert cfg.model.scheduler.warmup_t == 0 and cfg.model.scheduler.t_initial == cfg.train.epochs
+    final = compose_train("experiment=final_cifar100")
+    assert final.model.optimizer._target_ == "torch.optim.SGD" and final.model.optimizer.lr == 0.1
+    assert final.model.scheduler.warmup_t == 5 and final.train.epochs == 300 and final.data.name == "cifar100"
+    assert final.data.augment.cutout == 16 and final.network.width == 32
