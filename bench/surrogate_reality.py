@@ -33,7 +33,8 @@ def main(seed: int = 0) -> dict:
                          "agent.batch_size=16", "agent.epsilon_schedule=[[1.0,10],[0.5,5],[0.1,5]]")
     evaluator = validate(cfg)
     with tempfile.TemporaryDirectory(prefix="bq-reality-") as tmp:
-        top = Search(cfg, Path(tmp), evaluator=evaluator, console=Console(file=io.StringIO())).run()
+        Search(cfg, Path(tmp), evaluator=evaluator, console=Console(file=io.StringIO())).run()
+        top = json.loads((Path(tmp) / "topk.json").read_text())  # the best distinct blocks, best first
     picks = [t["nsc"] for t in top][:10]
     rng = random.Random(1000 + seed)
     known = {r["key"] for r in read_table(DEFAULT_TABLE)}

@@ -53,7 +53,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*isn't an iterable-style.*")
     # Lightning 2.x calls a torch pytree API that torch 2.14 deprecates, once per candidate.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
 
 
 def build_trainer(run: DictConfig, max_epochs: int, callbacks: list, devices: int | None = None) -> L.Trainer:
