@@ -15,8 +15,8 @@ it when it is built (an unknown key is refused there)."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, Optional, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -203,19 +203,17 @@ register()
 
 
 def check(cfg: DictConfig, schema: type) -> Any:
-    """Check the ranges of a composed config against ``schema``: the typed, frozen sections
-    (its ``Any`` sections stay DictConfigs). Raises ConfigError naming the key."""
+    """Check the ranges of a composed config against ``schema``: its dataclass sections as
+    typed objects (the ``Any`` sections stay DictConfigs). Raises ConfigError naming the key."""
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+    hints = get_type_hints(schema)
     out = {}
     try:
         for f in fields(schema):
             node = cfg[f.name]
-            if isinstance(f.type, str) and f.type in {"SpaceConfig", "NetworkConfig", "RecipeConfig", "RewardConfig",
-                                                        "AgentConfig", "SearchLoopConfig", "TrainRecipeConfig",
-                                                        "ModelConfig"}:
-                cls = globals()[f.type]
-                typed = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.to_container(node, resolve=True))
+            if is_dataclass(hints[f.name]):
+                typed = OmegaConf.merge(OmegaConf.structured(hints[f.name]), OmegaConf.to_container(node, resolve=True))
                 out[f.name] = OmegaConf.to_object(typed)
             else:
                 out[f.name] = node
@@ -239,7 +237,7 @@ def build(node: Any, what: str, **kwargs: Any) -> Any:
 
     from hydra.utils import get_object
 
-    args = plain(node) if OmegaConf.is_config(node) else dict(node)
+    args = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     target = args.pop("_target_", None)
     partial = bool(args.pop("_partial_", False))
     try:
@@ -266,13 +264,4 @@ def refuse_renamed(argv: list[str] | None = None) -> None:
                 raise SystemExit(2)
 
 
-def plain(node: Any) -> Any:
-    """A DictConfig/ListConfig (or a dataclass from :func:`check`) as plain containers."""
-    if is_dataclass(node):
-        return OmegaConf.to_container(OmegaConf.structured(node), resolve=True)
-    if isinstance(node, (DictConfig,)) or OmegaConf.is_list(node):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
-
-
-__all__ = ["SearchConfig", "TrainConfig", "check", "plain", "refuse_renamed", "RENAMED", "field"]
+__all__ = ["SearchConfig", "TrainConfig", "build", "check", "refuse_renamed", "RENAMED"]

@@ -169,7 +169,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     from blockqnn.config import TrainConfig, build, check
     from blockqnn.evaluator.module import BlockClassifier
-    from blockqnn.evaluator.training import quiet_lightning
+    from blockqnn.evaluator.training import quiet_lightning, user_callbacks
     from blockqnn.space.cost import count_flops, count_params
     from blockqnn.space.draw import draw_block
 
@@ -204,7 +204,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                                        auto_insert_metric_name=False, save_last=True, every_n_epochs=1)]
     throughput = Throughput()
     callbacks.append(throughput)
-    callbacks += [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    callbacks += user_callbacks(cfg.callbacks)
     ema = EMACallback(float(t.ema)) if t.get("ema") else None
     if ema is not None:
         callbacks.append(ema)

@@ -63,13 +63,10 @@ class LightningEvaluator:
     def reference_flops(self) -> int:
         """FLOPs of the network built from the reward's reference block (once per worker)."""
         if self._ref_flops is None:
-            from blockqnn.space.cost import count_flops
-            from blockqnn.space.network import build_network
+            from blockqnn.space.cost import network_cost
             from blockqnn.space.presets import preset
 
-            spec = {k: v for k, v in self.network_spec().items() if k != "channels_last"}
-            self._ref_flops = count_flops(build_network(preset(str(self.run.reward.flops_reference)), **spec),
-                                          self.datamodule.shape)
+            self._ref_flops = network_cost(preset(str(self.run.reward.flops_reference)), **self.network_spec())[0]
         return self._ref_flops
 
     # ------------------------------------------------------------------ evaluation

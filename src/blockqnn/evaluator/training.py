@@ -56,6 +56,13 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
 
 
+def user_callbacks(node) -> list:
+    """The Lightning callbacks of a ``callbacks`` config node (callbacks=..., both entry points)."""
+    from hydra.utils import instantiate
+
+    return [instantiate(c) for c in (node or {}).values() if c is not None]
+
+
 def build_trainer(run: DictConfig, max_epochs: int, callbacks: list, devices: int | None = None) -> L.Trainer:
     """The candidate's Trainer from ``run.trainer`` (every key the user set), with the keys a
     search owns; user callbacks (``run.callbacks``) are added to the search's own."""
@@ -64,8 +71,7 @@ def build_trainer(run: DictConfig, max_epochs: int, callbacks: list, devices: in
     node = OmegaConf.to_container(run.trainer, resolve=True)
     if devices is not None:
         node["devices"] = devices
-    user = [instantiate(c) for c in (run.callbacks or {}).values() if c is not None]
-    return instantiate(node, max_epochs=max_epochs, callbacks=callbacks + user, logger=False,
+    return instantiate(node, max_epochs=max_epochs, callbacks=callbacks + user_callbacks(run.callbacks), logger=False,
                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                        num_sanity_val_steps=0)
 
@@ -75,7 +81,7 @@ def train_candidate(nsc: Any, run: DictConfig, dm, network: dict, reference_flop
     """Train the network built from ``nsc`` on ``dm`` with ``run``'s recipe; its result."""
     from blockqnn.evaluator.module import BlockClassifier, DivergedError
     from blockqnn.evaluator.reward import ChanceRestartCallback, RewardConfig, ShapedRewardCallback
-    from blockqnn.space.cost import count_flops, count_params
+    from blockqnn.space.cost import network_cost
     from blockqnn.space.nsc import Block
 
     start = time.perf_counter()
@@ -93,14 +99,14 @@ def train_candidate(nsc: Any, run: DictConfig, dm, network: dict, reference_flop
     scheduler = OmegaConf.to_container(run.model.scheduler, resolve=True) if run.model.scheduler else None
     base_lr = float(optimizer["lr"])
     reward_cfg = RewardConfig(**OmegaConf.to_container(run.reward, resolve=True))
-    shape = dm.shape
     try:
         for attempt in range(int(restart.max) + 1):
             L.seed_everything(int(run.seed), workers=False, verbose=False)
             lr = base_lr * float(restart.factor) ** attempt
             model = BlockClassifier(block.to_list(), network, {**optimizer, "lr": lr}, scheduler)
-            if "flops" not in out:
-                out.update(flops=count_flops(model.net, shape), params=count_params(model.net))
+            if "flops" not in out:  # from the NSC: equal to torch's counts, without a forward pass
+                flops, params = network_cost(block, **network)
+                out.update(flops=flops, params=params)
             reward_cb = ShapedRewardCallback(out["flops"], reference_flops(), block.density, reward_cfg)
             restart_cb = ChanceRestartCallback(threshold)
             callbacks: list = [reward_cb] + ([restart_cb] if attempt < int(restart.max) else [])
