@@ -145,26 +145,57 @@ def test_incremental_checkpoints_restore_the_same_agent(name):
     assert_same_continuation(a, b2, rng)
 
 
-def test_qlearning_checkpoint_carries_only_what_changed():
+def test_qlearning_checkpoint_carries_the_new_memory_and_a_snapshot_now_and_then(monkeypatch):
+    import blockqnn.agent.qlearning as ql
+
     a = QLearningAgent(max_layers=23, seed=0, replay_size=8)
     rng = random.Random(1)
     saved: dict = {}
     for _ in range(300):
         a.tell(a.ask(1.0), rng.random())
-    _saved(saved, a.checkpoint())
-    total_q = sum(len(row) for row in a.q.values())
-    assert len(saved["parts"]["q"]) == total_q and len(saved["parts"]["memory"]) == 300
+    _saved(saved, a.checkpoint())  # the first checkpoint: the memory and a snapshot of the table
+    assert len(saved["parts"]["memory"]) == 300 and saved["state"]["snapshot_told"] == 300
+    assert len(json.loads(saved["parts"]["snapshot"]["q"])) == len(a.q)
+    for _ in range(20):  # results after the snapshot: one memory entry each, no table
+        a.tell(a.ask(0.5), rng.random())
+        small, parts = a.checkpoint()
+        assert list(parts) == ["memory"] and list(parts["memory"]) == [str(a.told - 1)]
+        assert "q" not in small and "memory" not in small and small["snapshot_told"] == 300
+        _saved(saved, (small, parts))
+    assert a.checkpoint()[1] == {"memory": {}}  # nothing changed since
+    # Restoring loads the snapshot and replays the 20 results after it: the very same agent.
+    b = QLearningAgent(max_layers=23, seed=0)
+    b.restore(saved["state"], saved["parts"])
+    assert b.q == a.q and b._row_max == a._row_max
+    assert json.dumps(a.state_dict()) == json.dumps(b.state_dict())
+    assert_same_continuation(a, b, rng)
+    # Once replays since the snapshot cost more than SNAPSHOT_MIN_S (and SNAPSHOT_WORK times
+    # the last snapshot), the next checkpoint carries a new one.
+    monkeypatch.setattr(ql, "SNAPSHOT_MIN_S", 0.0)
+    monkeypatch.setattr(ql, "SNAPSHOT_WORK", 0.0)
     a.tell(a.ask(0.5), 0.7)
     small, parts = a.checkpoint()
-    # One result and 8 replays touch at most 9 trajectories of at most 24 steps.
-    assert 0 < len(parts["q"]) <= 9 * 24 < total_q
-    assert list(parts["memory"]) == ["300"]
-    assert "q" not in small and "memory" not in small
-    assert a.checkpoint()[1] == {"q": {}, "memory": {}}  # nothing changed since
-    # A full state (an older store's format) restores too, and its next checkpoint writes it all.
-    b = QLearningAgent(max_layers=23, seed=5)
-    b.restore(json.loads(json.dumps(a.state_dict())), {})
-    assert len(b.checkpoint()[1]["q"]) == sum(len(row) for row in b.q.values())
+    assert "snapshot" in parts and small["snapshot_told"] == a.told
+    # A full state (an older store's format) restores too, and its next checkpoint snapshots it.
+    c = QLearningAgent(max_layers=23, seed=5)
+    c.restore(json.loads(json.dumps(a.state_dict())), {})
+    assert c.checkpoint()[0]["snapshot_told"] == a.told
+
+
+def test_qlearning_restores_a_store_saved_entry_by_entry():
+    """Stores written before snapshots hold the Q table as one part entry per (state, action)."""
+    a = QLearningAgent(max_layers=10, seed=2)
+    rng = random.Random(3)
+    for _ in range(40):
+        a.tell(a.ask(1.0), rng.random())
+    small, parts = json.loads(json.dumps(a.checkpoint()))
+    del small["snapshot_told"]
+    legacy = {"memory": parts["memory"],
+              "q": {json.dumps([list(s), list(act)]): v for s, row in a.q.items() for act, v in row.items()}}
+    b = QLearningAgent(max_layers=10, seed=2)
+    b.restore(small, legacy)
+    assert b.q == a.q
+    assert_same_continuation(a, b, rng)
 
 
 @pytest.mark.parametrize("name", sorted(AGENTS))

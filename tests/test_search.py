@@ -104,6 +104,71 @@ def test_resume_from_incremental_and_schema_2_stores(tmp_path, legacy):
     con.close()
 
 
+class _CommittedBeforeEachTraining(FakeEvaluator):
+    """Counts, at each training, the trained episodes another connection can read: what a
+    SIGKILL at that moment would keep."""
+
+    def __init__(self, db, wall_time):
+        super().__init__()
+        self.db, self.wall_time, self.seen = db, wall_time, []
+
+    def __call__(self, nsc):
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        self.seen.append(con.execute("SELECT count(*) FROM episodes WHERE status != 'running' AND reused = 0"
+                                     ).fetchone()[0])
+        con.close()
+        return {**super().__call__(nsc), "wall_time": self.wall_time}
+
+
+def test_trainings_are_committed_before_the_next_starts_and_instant_results_grouped(tmp_path):
+    cfg = cfg_for(*QUICK)
+    slow = _CommittedBeforeEachTraining(tmp_path / "slow" / "search.db", wall_time=30.0)
+    Search(cfg, tmp_path / "slow", evaluator=slow).run()
+    assert len(slow.seen) >= 5 and slow.seen == list(range(len(slow.seen)))  # nothing a kill could lose
+    # Instant evaluations are committed in groups (up to a second of them), not one by one.
+    fast = _CommittedBeforeEachTraining(tmp_path / "fast" / "search.db", wall_time=0.0)
+    Search(cfg, tmp_path / "fast", evaluator=fast).run()
+    assert fast.seen[-1] < len(fast.seen) - 1
+    assert _blocks(tmp_path / "fast", cfg) == _blocks(tmp_path / "slow", cfg)
+
+
+def test_resume_after_sigkill_of_an_instant_search_with_group_commits(tmp_path):
+    """The surrogate makes evaluations instant, so each commit holds many episodes: killed at
+    any point, the rerun records every episode once and samples the undisturbed search's blocks."""
+    extra = ["evaluator=surrogate", "logger=none", "space.max_layers=10", "agent.batch_size=16",
+             "agent.epsilon_schedule=[[1.0,30],[0.5,30],[0.1,30]]"]
+    ref = tmp_path / "ref"
+    subprocess.run(search_cmd(ref, *extra), check=True, capture_output=True, timeout=600)
+    reference = episodes_of(ref)
+    assert len(reference) == 1440
+    run = tmp_path / "killed"
+    killed_at = []
+    for kill_after in (300, 900):
+        proc = subprocess.Popen(search_cmd(run, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                con = sqlite3.connect(f"file:{run / 'search.db'}?mode=ro", uri=True)
+                n = con.execute("SELECT count(*) FROM episodes WHERE status != 'running'").fetchone()[0]
+                con.close()
+                if n >= kill_after:
+                    break
+            except sqlite3.Error:
+                pass
+            time.sleep(0.02)
+        assert proc.poll() is None, "the search ended before it was killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at.append(len(episodes_of(run)))
+    assert killed_at[0] < killed_at[1] < 1440
+    done = subprocess.run(search_cmd(run, *extra), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = episodes_of(run)
+    assert [r[0] for r in resumed] == list(range(1440)) and all(r[2] != "running" for r in resumed)
+    assert [r[1] for r in resumed] == [r[1] for r in reference]
+    assert [r[3] for r in resumed] == pytest.approx([r[3] for r in reference])
+
+
 def search_cmd(run_dir, *extra):
     return [sys.executable, str(ROOT / "search.py"), *QUICK, f"hydra.run.dir={run_dir}", *extra]
 

@@ -9,11 +9,23 @@ back to its first, with
 
 where r_t = r_T / T at intermediate steps (reward shaping), r_T at the last, and the max term
 is 0 at the terminal step. Unvisited pairs hold ``q_init``; argmax ties are broken at random.
+
+Saving. The replays after the n-th result draw from their own generator, seeded by the agent's
+seed and n, so the Q table is a function of the replay memory alone: the n-th table is the
+(n-1)-th plus the n-th result's replays. A checkpoint therefore carries the memory appended
+since the last (one entry per result) and, now and then, a snapshot of the whole table with
+the count of results it includes; :meth:`QLearningAgent.restore` loads the last snapshot and
+replays the results after it. A snapshot is written once the replay work since the previous
+one exceeds ``SNAPSHOT_WORK`` times that snapshot's own cost (and at least ``SNAPSHOT_MIN_S``
+of replays), so saving costs a bounded fraction of learning whatever the table's size, and a
+resume replays a few seconds at most.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -21,6 +33,8 @@ from blockqnn.agent.base import Agent
 from blockqnn.space.nsc import DEFAULT_MAX_LAYERS, Block, Layer, LayerType, legal_actions
 
 START = (0, 0, 0, 0, 0)
+SNAPSHOT_MIN_S = 2.0  # replay seconds between snapshots, at least ...
+SNAPSHOT_WORK = 10.0  # ... and this many times the previous snapshot's cost
 
 
 @lru_cache(maxsize=None)
@@ -28,12 +42,6 @@ def actions_at(index: int, max_layers: int) -> tuple[tuple[int, ...], ...]:
     """Legal actions at layer ``index`` (they depend on the index only), as plain tuples."""
     partial = [Layer(i, 4, 0, i - 1, 0) for i in range(1, index)]  # any valid prefix of that length
     return tuple(tuple(a) for a in legal_actions(partial, max_layers))
-
-
-def _key(state: tuple, action: tuple) -> str:
-    """The saved key of a Q entry: ``json.dumps([state, action])``, built without json (the
-    checkpoint writes up to ~1,500 of them per result)."""
-    return "[[%d, %d, %d, %d, %d], [%d, %d, %d, %d, %d]]" % (*state, *action)
 
 
 @lru_cache(maxsize=None)
@@ -79,8 +87,11 @@ class QLearningAgent(Agent):
         self.q: dict[tuple, dict[tuple, float]] = {}
         self._row_max: dict[tuple, float] = {}  # max of each visited row, kept on update
         self.memory: list[tuple[tuple[tuple[int, ...], ...], float]] = []
-        self._dirty: set[tuple[tuple, tuple]] = set()  # Q entries changed since the last checkpoint
+        self._replays: list[tuple[tuple, float]] = []  # the memory as replayed: (_steps(trajectory), reward)
         self._saved_memory = 0  # replay memory entries already checkpointed
+        self._snapshot_told: int | None = None  # results in the last saved snapshot (None: none saved)
+        self._replay_s = 0.0  # replay time since that snapshot
+        self._snapshot_s = 0.0  # what that snapshot cost
 
     # ------------------------------------------------------------------ acting
     def _greedy(self, state: tuple, actions: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
@@ -125,42 +136,52 @@ class QLearningAgent(Agent):
             state = action
 
     # ------------------------------------------------------------------ learning
-    def _max_q(self, state: tuple, index: int) -> float:
-        row = self.q.get(state)
-        if not row:
-            return self.q_init
-        best = self._row_max[state]
-        if len(row) < _count(index, self.max_layers):
-            best = max(best, self.q_init)
-        return best
+    def _steps(self, trajectory: tuple[tuple[int, ...], ...]) -> tuple[tuple[tuple, tuple, int], ...]:
+        """A trajectory's steps in replay order, last first: (state, action, number of legal
+        actions in that state)."""
+        states = (START,) + trajectory[:-1]
+        return tuple((states[t], trajectory[t], _count(t + 1, self.max_layers))
+                     for t in range(len(trajectory) - 1, -1, -1))
 
-    def _replay(self, trajectory: tuple[tuple[int, ...], ...], reward: float) -> None:
-        steps = len(trajectory)  # T, the Terminal action included
-        shaped = reward / steps if self.reward_shaping else 0.0
-        lr, g = self.learning_rate, self.discount
-        for t in range(steps - 1, -1, -1):
-            state = trajectory[t - 1] if t > 0 else START
-            action = trajectory[t]
-            if t == steps - 1:
-                target = reward
-            else:
-                target = shaped + g * self._max_q(action, t + 2)
-            row = self.q.setdefault(state, {})
-            old = row.get(action, self.q_init)
+    def _replay(self, steps: tuple[tuple[tuple, tuple, int], ...], reward: float) -> None:
+        """One backward pass over a stored trajectory (its ``_steps``). This is the agent's hot
+        loop (64 trajectories per result): after updating Q(s_t, a_t), the max over the row of
+        s_t (unvisited actions count as q_init) is the bootstrap term of step t - 1."""
+        shaped = reward / len(steps) if self.reward_shaping else 0.0  # T, the Terminal action included
+        lr, g, q0 = self.learning_rate, self.discount, self.q_init
+        q, row_max = self.q, self._row_max
+        target = reward  # the last step's target
+        for state, action, legal in steps:
+            row = q.get(state)
+            if row is None:
+                row = q[state] = {}
+            old = row.get(action, q0)
             new = row[action] = (1 - lr) * old + lr * target
-            self._dirty.add((state, action))
-            top = self._row_max.get(state)
+            top = row_max.get(state)
             if top is None or new >= top:
-                self._row_max[state] = new
+                top = row_max[state] = new
             elif old == top:  # the maximum itself went down: recompute
-                self._row_max[state] = max(row.values())
+                top = row_max[state] = max(row.values())
+            if len(row) < legal and q0 > top:  # unvisited actions hold q_init
+                top = q0
+            target = shaped + g * top
 
     def tell(self, block: Block, reward: float) -> None:
         trajectory = tuple(tuple(int(v) for v in layer) for layer in block.layers)
         self.memory.append((trajectory, float(reward)))
+        self._replays.append((self._steps(trajectory), float(reward)))
         self.told += 1
-        for i in self.rng.choices(range(len(self.memory)), k=self.replay_size):
-            self._replay(*self.memory[i])
+        start = time.perf_counter()
+        self._learn(self.told)
+        self._replay_s += time.perf_counter() - start
+
+    def _learn(self, n: int) -> None:
+        """The replays after the n-th result: ``replay_size`` of the first n memory entries,
+        drawn with replacement by a generator of (seed, n) alone."""
+        replays = self._replays
+        rng = random.Random(self.seed * 2**32 + n)
+        for i in rng.choices(range(n), k=self.replay_size):
+            self._replay(*replays[i])
 
     def q_value(self, state: tuple, action: tuple) -> float:
         return self.q.get(tuple(state), {}).get(tuple(action), self.q_init)
@@ -180,9 +201,9 @@ class QLearningAgent(Agent):
         self.q = {tuple(s): {tuple(a): v for a, v in row} for s, row in state["q"]}
         self._row_max = {s: max(row.values()) for s, row in self.q.items() if row}
         self.memory = [(tuple(tuple(la) for la in traj), r) for traj, r in state["memory"]]
+        self._replays = [(self._steps(traj), r) for traj, r in self.memory]
         # Nothing of a full state is in a store's parts yet: the next checkpoint writes it all.
-        self._dirty = {(s, a) for s, row in self.q.items() for a in row}
-        self._saved_memory = 0
+        self._saved_memory, self._snapshot_told, self._replay_s = 0, None, 0.0
 
     def _small_state(self) -> dict[str, Any]:
         """Everything but the Q table and the replay memory."""
@@ -195,16 +216,25 @@ class QLearningAgent(Agent):
         self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping = lr, g, q0, k, shaping
         self.explore = explore[0] if explore else "uniform"
 
-    # Incremental saving: the Q table and the replay memory are parts of the checkpoint, and
-    # each checkpoint carries only the Q entries updated and the memory appended since the last.
+    # Saving: the memory appended since the last checkpoint, and now and then a snapshot of the
+    # table (see the module's docstring); restore replays the results after the snapshot.
     def checkpoint(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        small = {**self._small_state(), "memory_len": len(self.memory)}
-        q = {_key(s, a): self.q[s][a] for s, a in self._dirty}
-        memory = {str(i): [[list(la) for la in traj], r]
-                  for i, (traj, r) in enumerate(self.memory[self._saved_memory:], self._saved_memory)}
-        self._dirty = set()
+        parts: dict[str, dict[str, Any]] = {
+            "memory": {str(i): [[list(la) for la in traj], r]
+                       for i, (traj, r) in enumerate(self.memory[self._saved_memory:], self._saved_memory)}}
         self._saved_memory = len(self.memory)
-        return small, {"q": q, "memory": memory}
+        if self._snapshot_told is None or (self.told > self._snapshot_told and self._replay_s >= max(
+                SNAPSHOT_MIN_S, SNAPSHOT_WORK * self._snapshot_s)):
+            start = time.perf_counter()
+            parts["snapshot"] = {"q": json.dumps(self._table(), separators=(",", ":"))}
+            self._snapshot_told, self._replay_s = self.told, 0.0
+            self._snapshot_s = time.perf_counter() - start
+        small = {**self._small_state(), "memory_len": len(self.memory), "snapshot_told": self._snapshot_told}
+        return small, parts
+
+    def _table(self) -> list:
+        """The Q table as JSON-able rows ``[state, [[action, value], ...]]``."""
+        return [[list(s), [[list(a), v] for a, v in row.items()]] for s, row in self.q.items()]
 
     def restore(self, state: dict[str, Any], parts: dict[str, dict[str, Any]]) -> None:
         if "q" in state:  # a full state_dict (a store written before incremental saving)
@@ -212,15 +242,23 @@ class QLearningAgent(Agent):
             return
         Agent.load_state_dict(self, state)
         self._hyper(state)
-        self.q = {}
-        for key, value in parts.get("q", {}).items():
-            s, a = json.loads(key)
-            self.q.setdefault(tuple(s), {})[tuple(a)] = value
-        self._row_max = {s: max(row.values()) for s, row in self.q.items() if row}
         memory = parts.get("memory", {})
         n = state["memory_len"]
         if len(memory) < n:
             raise ValueError(f"the saved Q-learning state lists {n} replay entries but {len(memory)} are stored")
         self.memory = [(tuple(tuple(la) for la in memory[str(i)][0]), memory[str(i)][1]) for i in range(n)]
-        self._dirty = set()
+        self._replays = [(self._steps(traj), r) for traj, r in self.memory]
         self._saved_memory = n
+        self.q = {}
+        snapshot_told = state.get("snapshot_told")
+        if snapshot_told is None:  # a store saved Q entry by entry (before snapshots)
+            for key, value in parts.get("q", {}).items():
+                s, a = json.loads(key)
+                self.q.setdefault(tuple(s), {})[tuple(a)] = value
+        else:
+            self.q = {tuple(s): {tuple(a): v for a, v in row} for s, row in json.loads(parts["snapshot"]["q"])}
+        self._row_max = {s: max(row.values()) for s, row in self.q.items() if row}
+        if snapshot_told is not None:  # the results after the snapshot, replayed as they were
+            for told in range(snapshot_told + 1, self.told + 1):
+                self._learn(told)
+        self._snapshot_told, self._replay_s, self._snapshot_s = snapshot_told, 0.0, 0.0

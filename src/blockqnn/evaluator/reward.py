@@ -22,9 +22,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import lightning as L
-
-
 @dataclass(frozen=True)
 class RewardConfig:
     mu: float = 1.0
@@ -36,44 +33,3 @@ class RewardConfig:
 def shaped_reward(accuracy: float, flops: float, flops_ref: float, density: float, cfg: RewardConfig) -> float:
     flops_term = math.log(max(flops, 1.0) / max(flops_ref, 1.0))
     return accuracy - cfg.scale * (cfg.mu * flops_term + cfg.rho * math.log(density))
-
-
-class ShapedRewardCallback(L.Callback):
-    """Tracks validation accuracy per epoch and computes the shaped reward at the end of
-    the proxy training (``self.reward``, ``self.accuracy``)."""
-
-    def __init__(self, flops: float, flops_ref: float, density: float, cfg: RewardConfig):
-        self.flops, self.flops_ref, self.density, self.cfg = flops, flops_ref, density, cfg
-        self.history: list[float] = []
-        self.accuracy: float | None = None
-        self.reward: float | None = None
-
-    # Validation runs inside the training epoch, so its accuracy is known at the epoch's end
-    # (a callback's on_validation_epoch_end runs before the module has logged it).
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        acc = trainer.callback_metrics.get("val/acc")
-        if acc is not None:
-            self.history.append(float(acc))
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.history:
-            self.accuracy = self.history[-1]
-            self.reward = shaped_reward(self.accuracy, self.flops, self.flops_ref, self.density, self.cfg)
-
-
-class ChanceRestartCallback(L.Callback):
-    """The search recipe's restart rule: if the accuracy after the first epoch is no better
-    than ``threshold`` (chance, 1 / classes, by default), stop so the evaluator restarts the
-    training with a lower learning rate."""
-
-    def __init__(self, threshold: float):
-        self.threshold = threshold
-        self.triggered = False
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch != 0:
-            return
-        acc = trainer.callback_metrics.get("val/acc")
-        if acc is not None and float(acc) <= self.threshold:
-            self.triggered = True
-            trainer.should_stop = True

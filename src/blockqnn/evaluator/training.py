@@ -80,7 +80,8 @@ def train_candidate(nsc: Any, run: DictConfig, dm, network: dict, reference_flop
                     timeout_s: float | None = None, devices: int | None = None) -> dict[str, Any]:
     """Train the network built from ``nsc`` on ``dm`` with ``run``'s recipe; its result."""
     from blockqnn.evaluator.module import BlockClassifier, DivergedError
-    from blockqnn.evaluator.reward import ChanceRestartCallback, RewardConfig, ShapedRewardCallback
+    from blockqnn.evaluator.callbacks import ChanceRestartCallback, ShapedRewardCallback
+    from blockqnn.evaluator.reward import RewardConfig
     from blockqnn.space.cost import network_cost
     from blockqnn.space.nsc import Block
 

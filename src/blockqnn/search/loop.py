@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +23,11 @@ from blockqnn.space.nsc import Block
 
 log = logging.getLogger("blockqnn.search")
 
+#: Group commits (see blockqnn.search.store): the loop commits at the first chance once results
+#: worth this many seconds of evaluation are uncommitted (any real training: at once), and at
+#: least this often otherwise (instant evaluators: up to a second of results per commit).
+COMMIT_WORK_S = 0.2
+COMMIT_EVERY_S = 1.0
 
 
 def fingerprint(cfg: DictConfig) -> dict:
@@ -196,6 +202,8 @@ class Search:
         self.in_flight_keys: dict[str, int] = {}  # canonical key -> episode being trained
         self.waiting: dict[str, list[int]] = {}  # key -> episodes waiting for that result
         self.progress = SearchProgress(console, self.total, done, self.best)
+        self._committed_at = time.monotonic()
+        self._uncommitted_work = 0.0  # evaluation seconds of the results not yet committed
         import signal
         import threading
 
@@ -212,6 +220,7 @@ class Search:
                 if not self.asynchronous and self.episode % self.batch:
                     self._sample_until(min(self.total, (self.episode // self.batch + 1) * self.batch))
                 while self.episode < self.total or self.pending:
+                    self._maybe_commit()
                     if self.asynchronous:
                         self._sample_until(min(self.total, self.episode + executor.slots - len(self.pending)))
                     elif not self.pending:  # a synchronous iteration: sample all its blocks first
@@ -219,16 +228,19 @@ class Search:
                     self._submit()
                     self._tell_ready()
                     if executor.in_flight:
+                        self._maybe_commit()
                         for ep, result in executor.wait():
                             self._arrived(ep, result, reused=False)
                         self._tell_ready()
-        except SearchFailed:
+                self._commit()
+        except SearchFailed:  # raised after its episode was written: the state is consistent
+            self._commit()
             executor.close()
             store.close()
             raise
         except (KeyboardInterrupt, SearchInterrupted):
             executor.close()
-            store.close()
+            store.close()  # drops the uncommitted episodes: the agent may be mid-update
             console.print(f"\n[yellow]interrupted[/]: finished episodes are saved in {self.run_dir / 'search.db'}.",
                           soft_wrap=True)
             console.print(f"resume with: python search.py hydra.run.dir={self.run_dir}", soft_wrap=True)
@@ -259,12 +271,24 @@ class Search:
                 train, mean, std = self.predictor.gate(block)
                 if not train:
                     prediction = predicted_result(block, mean, std)
-            self.store.begin(self.episode, iteration, epsilon, block.to_json(), block.key, self._state(), prediction)
+            self.store.begin(self.episode, iteration, epsilon, block.to_json(), block.key, prediction)
             self._start(self.episode, iteration, epsilon, block, prediction)
             self.episode += 1
 
+    def _maybe_commit(self) -> None:
+        if self.store.uncommitted and (self._uncommitted_work >= COMMIT_WORK_S
+                                       or time.monotonic() - self._committed_at >= COMMIT_EVERY_S):
+            self._commit()
+
+    def _commit(self) -> None:
+        """Commit the episodes written since the last commit with the agent's state now (the
+        loop calls it between episodes only)."""
+        self.store.commit(self._state())
+        self._committed_at = time.monotonic()
+        self._uncommitted_work = 0.0
+
     def _state(self) -> tuple[dict, dict]:
-        """The agent's and the predictor's state, saved with every episode: small states, and
+        """The agent's and the predictor's state, saved at each commit: small states, and
         the agent's large parts as the entries changed since the previous save."""
         small, parts = self.agent.checkpoint()
         return ({"agent": small, "predictor": self.predictor.state_dict() if self.predictor is not None else None},
@@ -288,6 +312,7 @@ class Search:
             iteration, epsilon, block = self.pending[episode]
             self.progress.update(episode, iteration, epsilon, self.best,
                                  f"{self.executor.in_flight + 1} training")
+            self._maybe_commit()  # the local executor trains inside submit
             self.executor.submit(episode, block.to_list())
 
     def _arrived(self, episode: int, result: dict, reused: bool) -> None:
@@ -330,7 +355,9 @@ class Search:
         if self.predictor is not None and not reused and not predicted:  # a new measurement
             self.measured.append((episode, block.to_list(), reward))
             self.predictor.maybe_refit(self.measured)
-        self.store.finish(episode, result, self._state(), reused, predicted)
+        self.store.finish(episode, result, reused, predicted)
+        if not reused and not predicted:
+            self._uncommitted_work += float(result.get("wall_time") or 0.0)
         if not predicted and not failed:
             self.best = reward if self.best is None else max(self.best, reward)
         self.logger.log_episode({"episode": episode, "iteration": iteration, "epsilon": epsilon, **result,

@@ -1,7 +1,17 @@
 """The search's SQLite store: one row per planned episode, the agent's state beside it.
 
-Each result is written as it arrives, together with the agent's state, in one transaction,
-so a search killed at any moment resumes with nothing finished lost and nothing recorded twice.
+Writes are grouped: :meth:`SearchStore.begin` and :meth:`SearchStore.finish` write inside an
+open transaction, and :meth:`SearchStore.commit` saves the agent's state as of that moment
+(what changed since the previous commit) and commits, all in one transaction. The search loop
+commits between episodes only, so the saved agent state is always the one that produced the
+saved episodes: a search killed at any moment resumes with every committed episode recorded
+once and samples the blocks it would have sampled (what was not committed runs again). The
+loop commits before any wait that may be long (a training), so only results that came back
+within the last moments (instant evaluators) can be lost to a kill.
+
+The database runs in WAL mode with ``synchronous=NORMAL``: a killed process loses nothing
+committed; a power loss or an OS crash may lose the last commits, never the database's
+consistency.
 """
 
 from __future__ import annotations
@@ -119,7 +129,7 @@ class SearchStore:
                         ("fingerprint", json.dumps(fingerprint, sort_keys=True)), ("created_at", str(time.time())),
                     ])
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable search database ({exc}); it was left untouched") from None
 
@@ -157,29 +167,49 @@ class SearchStore:
     def transaction(self):
         return self._Tx(self.db)
 
-    # ------------------------------------------------------------------ episodes
-    def begin(self, episode: int, iteration: int, epsilon: float, nsc: str, key: str, checkpoint: Checkpoint,
-              prediction: dict | None = None) -> None:
-        """Record a sampled block (status running). A block the predictor decided not to
-        train carries its predicted result already (predicted = 1), so a resumed search
-        keeps that decision."""
-        with self.transaction() as db:
-            db.execute("INSERT INTO episodes (id, iteration, epsilon, nsc, key, status, started_at) "
-                       "VALUES (?, ?, ?, ?, ?, 'running', ?)", (episode, iteration, epsilon, nsc, key, time.time()))
-            if prediction is not None:
-                db.execute("UPDATE episodes SET reward = ?, density = ?, error = ?, predicted = 1 WHERE id = ?",
-                           (prediction["reward"], prediction["density"], prediction["error"], episode))
-            self._save_agent(db, checkpoint)
+    @property
+    def uncommitted(self) -> bool:
+        """Whether writes wait for :meth:`commit`."""
+        return self.db.in_transaction
 
-    def finish(self, episode: int, result: dict, checkpoint: Checkpoint, reused: bool = False,
-               predicted: bool = False) -> None:
-        with self.transaction() as db:
-            values = [json.dumps(result.get(c)) if c in JSON_COLUMNS and result.get(c) is not None
-                      else result.get(c) for c in RESULT_COLUMNS]
-            db.execute(f"UPDATE episodes SET {', '.join(c + ' = ?' for c in RESULT_COLUMNS)}, reused = ?, "
-                       "predicted = ?, finished_at = ? WHERE id = ? AND status = 'running'",
-                       (*values, int(reused), int(predicted), time.time(), episode))
-            self._save_agent(db, checkpoint)
+    def _open(self) -> sqlite3.Connection:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        """Save the agent's state (``checkpoint``: as of now, after every episode written since
+        the last commit) and commit it with those episodes."""
+        db = self._open()
+        self._save_agent(db, checkpoint)
+        db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Drop what was written since the last commit (the agent in memory may be ahead of it)."""
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+    # ------------------------------------------------------------------ episodes
+    def begin(self, episode: int, iteration: int, epsilon: float, nsc: str, key: str,
+              prediction: dict | None = None) -> None:
+        """Record a sampled block (status running; saved at the next commit). A block the
+        predictor decided not to train carries its predicted result already (predicted = 1),
+        so a resumed search keeps that decision."""
+        db = self._open()
+        db.execute("INSERT INTO episodes (id, iteration, epsilon, nsc, key, status, started_at) "
+                   "VALUES (?, ?, ?, ?, ?, 'running', ?)", (episode, iteration, epsilon, nsc, key, time.time()))
+        if prediction is not None:
+            db.execute("UPDATE episodes SET reward = ?, density = ?, error = ?, predicted = 1 WHERE id = ?",
+                       (prediction["reward"], prediction["density"], prediction["error"], episode))
+
+    def finish(self, episode: int, result: dict, reused: bool = False, predicted: bool = False) -> None:
+        """Record an episode's result (saved at the next commit)."""
+        db = self._open()
+        values = [json.dumps(result.get(c)) if c in JSON_COLUMNS and result.get(c) is not None
+                  else result.get(c) for c in RESULT_COLUMNS]
+        db.execute(f"UPDATE episodes SET {', '.join(c + ' = ?' for c in RESULT_COLUMNS)}, reused = ?, "
+                   "predicted = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+                   (*values, int(reused), int(predicted), time.time(), episode))
 
     def _save_agent(self, db, checkpoint: Checkpoint) -> None:
         state, parts = checkpoint
@@ -231,4 +261,6 @@ class SearchStore:
         return [dict(r) for r in self.db.execute("SELECT * FROM episodes ORDER BY id")]
 
     def close(self) -> None:
+        """Close; anything not committed is dropped."""
+        self.rollback()
         self.db.close()

@@ -158,6 +158,10 @@ def _check_layer(raw: Any, position: int, max_layers: int | None) -> Layer:
     return Layer(index, typ, kernel, pred1, pred2)
 
 
+_CANONICAL: dict[tuple, "Block"] = {}  # layers -> canonical form (Block.canonical)
+_CANONICAL_MAX = 200_000
+
+
 @dataclass(frozen=True)
 class Block:
     """A validated block. ``layers`` always ends with the Terminal layer."""
@@ -270,7 +274,16 @@ class Block:
     @cached_property
     def canonical(self) -> "Block":
         """The same architecture, renumbered canonically and with two-input layers' inputs
-        sorted. Blocks differ in canonical form exactly when their DAGs differ."""
+        sorted. Blocks differ in canonical form exactly when their DAGs differ. Memoised by
+        layers (a search samples the same blocks again and again; a labelling costs ~1 ms)."""
+        known = _CANONICAL.get(self.layers)
+        if known is None:
+            if len(_CANONICAL) >= _CANONICAL_MAX:
+                _CANONICAL.clear()
+            known = _CANONICAL[self.layers] = self._canonical()
+        return known
+
+    def _canonical(self) -> "Block":
         import igraph  # bliss canonical labelling of the coloured DAG
 
         body = self.body
