@@ -109,3 +109,42 @@ def test_resume_with_predictor_matches_uninterrupted(tmp_path, with_predictor):
     run_search(run, synthetic, *extra)
     resumed = [(e["nsc"], e["reward"], e["predicted"]) for e in rows(run, cfg)]
     assert resumed == reference
+
+
+def test_predicted_rewards_are_refreshed_in_the_agents_memory_after_each_refit(tmp_path):
+    cfg = cfg_for(*BASE, *PRED)
+    search = Search(cfg, tmp_path, evaluator=synthetic)
+    search.run()
+    eps = {e["id"]: e for e in rows(tmp_path, cfg)}
+    predicted = {i: e for i, e in eps.items() if e["predicted"]}
+    assert predicted and all(e["told"] is not None for e in predicted.values())
+    assert len(search.predictor.fitted_on) > cfg.search.predictor.min_measured  # refitted since
+    memory = search.agent.memory
+    blocks = [Block.parse(e["nsc"]) for e in predicted.values()]
+    latest = search.predictor.predict_many(blocks)
+    # Every predicted result in the agent's memory holds the last forest's estimate ...
+    assert [memory[e["told"]][1] for e in predicted.values()] == pytest.approx(list(latest), abs=1e-12)
+    # ... not the one it was sampled with (stored with the episode), for those refitted since.
+    assert any(abs(memory[e["told"]][1] - e["reward"]) > 1e-9 for e in predicted.values())
+    # Measured results keep their measured reward.
+    assert all(memory[e["told"]][1] == e["reward"] for e in eps.values() if not e["predicted"])
+
+
+def test_qlearning_relabel_survives_checkpoint_and_restore():
+    from tests.test_agent import _saved, assert_same_continuation
+    from blockqnn.agent.qlearning import QLearningAgent
+
+    a = QLearningAgent(max_layers=8, seed=4)
+    rng = random.Random(5)
+    saved: dict = {}
+    for i in range(60):
+        a.tell(a.ask(0.8), rng.random())
+        if i % 7 == 0:
+            _saved(saved, a.checkpoint())
+        if i in (20, 41):
+            a.relabel({j: rng.random() for j in range(0, i, 3)})
+    _saved(saved, a.checkpoint())
+    b = QLearningAgent(max_layers=8, seed=4)
+    b.restore(saved["state"], saved["parts"])
+    assert b.memory == a.memory and b.q == a.q
+    assert_same_continuation(a, b, rng)

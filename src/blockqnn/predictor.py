@@ -6,8 +6,12 @@ uncertainty. Once it has ``min_measured`` measured blocks, a new block is traine
 prediction reaches the top ``top_fraction`` of the measured rewards or its uncertainty is in
 the top ``explore_fraction`` of the measured blocks' uncertainties; otherwise the agent learns
 from the predicted reward and the episode is stored as predicted (``predicted = 1``), never
-mistaken for a measured one. The forest is refitted every ``refit_every`` measurements on the
-measured episodes only, with a fixed seed: resuming refits it on the same episodes.
+mistaken for a measured one. The forest is refitted on the measured episodes only, with a
+fixed seed (resuming refits it on the same episodes), once ``refit_every`` new measurements
+and a ``refit_growth`` fraction more than at the last fit have come in (so a paper-scale search
+refits a few dozen times, not every 8 of thousands). After each refit the search asks it again
+for every predicted episode and the agent relearns those rewards: a prediction is not frozen
+in the agent's memory at the value an early, poorer forest gave it.
 """
 
 from __future__ import annotations
@@ -35,12 +39,15 @@ def features(block: Block) -> np.ndarray:
 
 class RewardPredictor:
     def __init__(self, min_measured: int = 16, top_fraction: float = 0.3, explore_fraction: float = 0.1,
-                 refit_every: int = 8, n_estimators: int = 64, seed: int = 0):
+                 refit_every: int = 8, n_estimators: int = 64, seed: int = 0, refit_growth: float = 0.1):
         if not 0 < top_fraction <= 1 or not 0 <= explore_fraction <= 1:
             raise ValueError("search.predictor.top_fraction must be in (0, 1] and explore_fraction in [0, 1]")
         self.min_measured, self.top_fraction = int(min_measured), float(top_fraction)
         self.explore_fraction, self.refit_every = float(explore_fraction), int(refit_every)
         self.n_estimators, self.seed = int(n_estimators), int(seed)
+        if refit_growth < 0:
+            raise ValueError("search.predictor.refit_growth must be >= 0")
+        self.refit_growth = float(refit_growth)
         self.model = None
         self.fitted_on: list[int] = []  # episode ids of the last fit
         self.reward_cut = float("inf")
@@ -48,13 +55,16 @@ class RewardPredictor:
         self._features: dict[int, np.ndarray] = {}  # by episode id: computed once per block
 
     # ------------------------------------------------------------------ fitting
-    def maybe_refit(self, measured: list[tuple[int, list, float]]) -> None:
-        """``measured``: (episode id, nsc, reward) of every measured episode so far."""
+    def maybe_refit(self, measured: list[tuple[int, list, float]]) -> bool:
+        """``measured``: (episode id, nsc, reward) of every measured episode so far. Whether it
+        refitted."""
         if len(measured) < self.min_measured:
-            return
-        if self.model is not None and len(measured) - len(self.fitted_on) < self.refit_every:
-            return
+            return False
+        new = len(measured) - len(self.fitted_on)
+        if self.model is not None and (new < self.refit_every or new < self.refit_growth * len(self.fitted_on)):
+            return False
         self.fit(measured)
+        return True
 
     def fit(self, measured: list[tuple[int, list, float]]) -> None:
         from sklearn.ensemble import RandomForestRegressor
@@ -76,6 +86,10 @@ class RewardPredictor:
     def _predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         per_tree = np.stack([t.predict(x) for t in self.model.estimators_])
         return per_tree.mean(0), per_tree.std(0)
+
+    def predict_many(self, blocks: list[Block]) -> np.ndarray:
+        """Predicted rewards of several blocks at once."""
+        return self._predict(np.stack([features(b) for b in blocks]))[0]
 
     def predict(self, block: Block) -> tuple[float, float]:
         mean, std = self._predict(features(block)[None])

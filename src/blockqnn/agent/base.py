@@ -53,6 +53,11 @@ class Agent(ABC):
         self.max_layers, self.seed, self.told = state["max_layers"], state["seed"], state["told"]
         set_rng_state(self.rng, state["rng"])
 
+    def relabel(self, rewards: dict[int, float]) -> None:
+        """Replace the rewards of results already told (by their order of telling, from 0):
+        the predictor's refreshed estimates. Q-learning relearns from its replay memory, so it
+        takes them; the baselines (random search, evolution, TPE) keep what they were told."""
+
     def checkpoint(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """(small state, {part: {key: value changed since the last checkpoint}})."""
         return self.state_dict(), {}

@@ -33,8 +33,8 @@ from blockqnn.agent.base import Agent
 from blockqnn.space.nsc import DEFAULT_MAX_LAYERS, Block, Layer, LayerType, legal_actions
 
 START = (0, 0, 0, 0, 0)
-SNAPSHOT_MIN_S = 2.0  # replay seconds between snapshots, at least ...
-SNAPSHOT_WORK = 10.0  # ... and this many times the previous snapshot's cost
+SNAPSHOT_MIN_S = 1.0  # replay seconds between snapshots, at least ...
+SNAPSHOT_WORK = 4.0  # ... and this many times the previous snapshot's cost
 
 
 @lru_cache(maxsize=None)
@@ -92,6 +92,8 @@ class QLearningAgent(Agent):
         self._snapshot_told: int | None = None  # results in the last saved snapshot (None: none saved)
         self._replay_s = 0.0  # replay time since that snapshot
         self._snapshot_s = 0.0  # what that snapshot cost
+        self._resave: set[int] = set()  # memory entries relabelled since the last checkpoint
+        self._snapshot_due = False  # relabelled: the next checkpoint must snapshot the table
 
     # ------------------------------------------------------------------ acting
     def _greedy(self, state: tuple, actions: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
@@ -183,6 +185,21 @@ class QLearningAgent(Agent):
         for i in rng.choices(range(n), k=self.replay_size):
             self._replay(*replays[i])
 
+    def relabel(self, rewards: dict[int, float]) -> None:
+        """New rewards for told results (the predictor's refreshed estimates): later replays
+        learn from them. The next checkpoint re-saves those memory entries and snapshots the
+        table, since replays before now used the old rewards."""
+        changed = False
+        for i, reward in rewards.items():
+            reward = float(reward)
+            if self.memory[i][1] != reward:
+                self.memory[i] = (self.memory[i][0], reward)
+                self._replays[i] = (self._replays[i][0], reward)
+                self._resave.add(i)
+                changed = True
+        if changed:
+            self._snapshot_due = True
+
     def q_value(self, state: tuple, action: tuple) -> float:
         return self.q.get(tuple(state), {}).get(tuple(action), self.q_init)
 
@@ -219,12 +236,14 @@ class QLearningAgent(Agent):
     # Saving: the memory appended since the last checkpoint, and now and then a snapshot of the
     # table (see the module's docstring); restore replays the results after the snapshot.
     def checkpoint(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        fresh = range(self._saved_memory, len(self.memory))
         parts: dict[str, dict[str, Any]] = {
-            "memory": {str(i): [[list(la) for la in traj], r]
-                       for i, (traj, r) in enumerate(self.memory[self._saved_memory:], self._saved_memory)}}
-        self._saved_memory = len(self.memory)
-        if self._snapshot_told is None or (self.told > self._snapshot_told and self._replay_s >= max(
-                SNAPSHOT_MIN_S, SNAPSHOT_WORK * self._snapshot_s)):
+            "memory": {str(i): [[list(la) for la in self.memory[i][0]], self.memory[i][1]]
+                       for i in sorted(self._resave.union(fresh))}}
+        self._saved_memory, self._resave = len(self.memory), set()
+        if self._snapshot_told is None or self._snapshot_due or (
+                self.told > self._snapshot_told and self._replay_s >= max(SNAPSHOT_MIN_S, SNAPSHOT_WORK * self._snapshot_s)):
+            self._snapshot_due = False
             start = time.perf_counter()
             parts["snapshot"] = {"q": json.dumps(self._table(), separators=(",", ":"))}
             self._snapshot_told, self._replay_s = self.told, 0.0

@@ -21,6 +21,9 @@ class NoLogger:
 
     def finish(self, episodes: list[dict], best: dict | None, run_dir: Path) -> None: ...
 
+    def close(self) -> None:
+        """Flush and close without the final outputs (the search stopped early)."""
+
 
 class CSVLogger(NoLogger):
     def __init__(self, run_dir: Path, run_config: dict | None = None):
@@ -36,6 +39,9 @@ class CSVLogger(NoLogger):
         self.file.flush()
 
     def finish(self, episodes, best, run_dir) -> None:
+        self.file.close()
+
+    def close(self) -> None:
         self.file.close()
 
 
@@ -66,24 +72,67 @@ def _wandb_login() -> bool:
 
 
 class WandbLogger(NoLogger):
+    """Episodes to a W&B run, without blocking the search: ``wandb.init`` and every ``log``
+    run in a background thread fed by a queue (W&B's start-up takes seconds and each log call
+    about a millisecond; the master's loop must not wait for either). ``finish`` drains the
+    queue and closes the run; an error of W&B's is raised there, or by the next
+    ``log_episode`` once it happened."""
+
     def __init__(self, run_dir: Path, run_config: dict | None = None, project: str = "blockqnn", mode: str | None = None,
                  entity: str | None = None, name: str | None = None):
-        import wandb
+        import queue
+        import threading
 
         os.environ.setdefault("WANDB_SILENT", "true")
         run_dir = Path(run_dir)
-        mode = wandb_mode(mode)
         self.id = run_id(run_dir)
-        self.run = wandb.init(project=project, entity=entity, name=name or run_dir.name, id=self.id,
-                              resume="allow", dir=str(run_dir), mode=mode, config=run_config,
-                              settings=wandb.Settings(console="off", quiet=True))
-        self.wandb = wandb
+        self._init = dict(project=project, entity=entity, name=name or run_dir.name, id=self.id, resume="allow",
+                          dir=str(run_dir), mode=wandb_mode(mode), config=run_config)
+        self.run = None
+        self._error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="wandb-logger", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            import wandb
+
+            self.wandb = wandb
+            self.run = wandb.init(**self._init, settings=wandb.Settings(console="off", quiet=True))
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                kind, payload = item
+                if kind == "row":
+                    self.run.log({k: payload[k] for k in FIELDS if k not in ("nsc", "key") and payload.get(k) is not None},
+                                 step=int(payload["episode"]))
+                else:
+                    payload()
+        except BaseException as exc:  # noqa: BLE001 - handed to the search's thread
+            self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"W&B logging failed: {self._error}") from self._error
 
     def log_episode(self, row: dict[str, Any]) -> None:
-        self.run.log({k: row[k] for k in FIELDS if k not in ("nsc", "key") and row.get(k) is not None},
-                     step=int(row["episode"]))
+        self._check()
+        self._queue.put(("row", row))
 
     def finish(self, episodes, best, run_dir) -> None:
+        self._queue.put(("call", lambda: self._summary(episodes, best, run_dir)))
+        self._queue.put(None)
+        self._thread.join()
+        self._check()
+
+    def close(self) -> None:
+        self._queue.put(("call", lambda: self.run.finish()))
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+    def _summary(self, episodes, best, run_dir) -> None:
         table = self.wandb.Table(columns=FIELDS[:-1] + ["nsc"])
         for e in episodes:
             if e["status"] != "running":

@@ -179,6 +179,8 @@ class Search:
         state = store.agent_state()
         # The measured episodes, kept in memory for the predictor (read once, then appended).
         self.measured = store.measured() if predictor is not None else []
+        # Predicted episodes the agent was taught: episode -> (index in its memory, nsc).
+        self.predicted_told = store.predicted_told() if predictor is not None else {}
         if state is not None:
             small, parts = state
             agent.restore(small["agent"], parts_of(parts, "agent"))
@@ -237,10 +239,12 @@ class Search:
             self._commit()
             executor.close()
             store.close()
+            logger.close()
             raise
         except (KeyboardInterrupt, SearchInterrupted):
             executor.close()
             store.close()  # drops the uncommitted episodes: the agent may be mid-update
+            logger.close()
             console.print(f"\n[yellow]interrupted[/]: finished episodes are saved in {self.run_dir / 'search.db'}.",
                           soft_wrap=True)
             console.print(f"resume with: python search.py hydra.run.dir={self.run_dir}", soft_wrap=True)
@@ -274,6 +278,13 @@ class Search:
             self.store.begin(self.episode, iteration, epsilon, block.to_json(), block.key, prediction)
             self._start(self.episode, iteration, epsilon, block, prediction)
             self.episode += 1
+
+    def _refresh_predictions(self) -> None:
+        """After a refit: the new forest's estimate for every predicted episode taught so far
+        replaces the old one in the agent's memory."""
+        told = [(i, Block.parse(nsc)) for i, nsc in self.predicted_told.values()]
+        rewards = self.predictor.predict_many([b for _, b in told])
+        self.agent.relabel({i: float(r) for (i, _), r in zip(told, rewards)})
 
     def _maybe_commit(self) -> None:
         if self.store.uncommitted and (self._uncommitted_work >= COMMIT_WORK_S
@@ -346,16 +357,23 @@ class Search:
         iteration, epsilon, block = self.pending.pop(episode)
         reward = float(result.get("reward") or 0.0)
         failed = result.get("status") == "failed"
+        told = None  # the result's index in the agent's memory
         if failed:  # not the candidate's fault: recorded, never taught, never reused
             log.error("episode %d (block %s) failed:\n%s", episode, block.to_json(), result.get("error"))
             self.failures.append((episode, str(result.get("error") or "")))
         else:
             self.failures = []
+            if predicted:  # the current forest's estimate (it may have been refitted since sampling)
+                reward = float(self.predictor.predict_many([block])[0])
             self.agent.tell(block, reward)
+            told = self.agent.told - 1
+            if predicted:
+                self.predicted_told[episode] = (told, block.to_list())
         if self.predictor is not None and not reused and not predicted:  # a new measurement
             self.measured.append((episode, block.to_list(), reward))
-            self.predictor.maybe_refit(self.measured)
-        self.store.finish(episode, result, reused, predicted)
+            if self.predictor.maybe_refit(self.measured) and self.predicted_told:
+                self._refresh_predictions()
+        self.store.finish(episode, result, reused, predicted, told)
         if not reused and not predicted:
             self._uncommitted_work += float(result.get("wall_time") or 0.0)
         if not predicted and not failed:

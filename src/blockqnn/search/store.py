@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS episodes (
     wall_time REAL,
     error TEXT,
     history TEXT,
+    told INTEGER,
     reused INTEGER NOT NULL DEFAULT 0,
     predicted INTEGER NOT NULL DEFAULT 0,
     started_at REAL NOT NULL,
@@ -121,6 +122,9 @@ class SearchStore:
                 if "history" not in columns:  # folders from before per-epoch histories were kept
                     with self.transaction() as db:
                         db.execute("ALTER TABLE episodes ADD COLUMN history TEXT")
+                if "told" not in columns:  # folders from before predicted rewards were refreshed
+                    with self.transaction() as db:
+                        db.execute("ALTER TABLE episodes ADD COLUMN told INTEGER")
             else:
                 self.db.executescript(SCHEMA + PARTS_TABLE + ";")
                 with self.transaction():
@@ -202,14 +206,16 @@ class SearchStore:
             db.execute("UPDATE episodes SET reward = ?, density = ?, error = ?, predicted = 1 WHERE id = ?",
                        (prediction["reward"], prediction["density"], prediction["error"], episode))
 
-    def finish(self, episode: int, result: dict, reused: bool = False, predicted: bool = False) -> None:
-        """Record an episode's result (saved at the next commit)."""
+    def finish(self, episode: int, result: dict, reused: bool = False, predicted: bool = False,
+               told: int | None = None) -> None:
+        """Record an episode's result (saved at the next commit); ``told``: its index in the
+        agent's memory of results (None: not taught)."""
         db = self._open()
         values = [json.dumps(result.get(c)) if c in JSON_COLUMNS and result.get(c) is not None
                   else result.get(c) for c in RESULT_COLUMNS]
         db.execute(f"UPDATE episodes SET {', '.join(c + ' = ?' for c in RESULT_COLUMNS)}, reused = ?, "
-                   "predicted = ?, finished_at = ? WHERE id = ? AND status = 'running'",
-                   (*values, int(reused), int(predicted), time.time(), episode))
+                   "predicted = ?, told = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+                   (*values, int(reused), int(predicted), told, time.time(), episode))
 
     def _save_agent(self, db, checkpoint: Checkpoint) -> None:
         state, parts = checkpoint
@@ -250,6 +256,12 @@ class SearchStore:
         timeouts = self.db.execute("SELECT * FROM episodes WHERE key = ? AND status = 'timeout' AND reused = 0 "
                                    "ORDER BY id", (key,)).fetchall()
         return _result(timeouts[-1]) if len(timeouts) >= max_attempts else None
+
+    def predicted_told(self) -> dict[int, tuple[int, list]]:
+        """episode -> (its index in the agent's memory, nsc) of every predicted episode taught."""
+        rows = self.db.execute("SELECT id, told, nsc FROM episodes WHERE predicted = 1 AND told IS NOT NULL "
+                               "AND status != 'running'").fetchall()
+        return {r[0]: (r[1], json.loads(r[2])) for r in rows}
 
     def measured(self) -> list[tuple[int, list, float]]:
         """(id, nsc, reward) of every block trained in this search (not reused, not predicted)."""
