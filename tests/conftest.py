@@ -68,3 +68,28 @@ class BrokenEvaluator:
 
     def _inner(self, nsc):
         raise ZeroDivisionError("a deliberate bug in the evaluator")
+
+
+class BatchRecorder:
+    """A Lightning callback for tests (``+callbacks.record._target_=tests.conftest.BatchRecorder``):
+    each process writes its rank, world size and training batch sizes to ``folder/rank<r>.json``."""
+
+    def __new__(cls, folder: str):
+        import lightning as L
+
+        class _Recorder(L.Callback):
+            def __init__(self):
+                self.sizes: list[int] = []
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                self.sizes.append(int(batch[0].shape[0]))
+
+            def on_train_end(self, trainer, pl_module):
+                import json
+                from pathlib import Path
+
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                (Path(folder) / f"rank{trainer.global_rank}.json").write_text(json.dumps(
+                    {"rank": trainer.global_rank, "world": trainer.world_size, "sizes": self.sizes}))
+
+        return _Recorder()

@@ -102,3 +102,43 @@ def test_presets_are_valid_and_documented():
 def test_build_network_refuses_bad_block():
     with pytest.raises(BlockError, match="layer 1"):
         build_network("[[1,1,2,0,0]]")
+
+
+@pytest.mark.parametrize("nsc", [
+    [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 1, 3, 2, 0], [4, 7, 0, 0, 0]],  # a chain: one path
+    "resnet_basic",  # the block's output is its add
+    [[1, 1, 3, 0, 0], [2, 2, 3, 0, 0], [3, 7, 0, 0, 0]],  # two leaves joined by the output concat
+])
+def test_drop_path_never_blanks_a_sample(nsc):
+    from blockqnn.space.network import BlockModule
+    from blockqnn.space.presets import preset
+
+    torch.manual_seed(0)
+    block = preset(nsc) if isinstance(nsc, str) else Block.parse(nsc)
+    module = BlockModule(block, 8, 8, drop_path=0.9).train()
+    x = torch.randn(256, 8, 6, 6)
+    for _ in range(5):
+        out = module(x)
+        assert (out.flatten(1).abs().amax(1) > 0).all()  # no sample's output is all zeros
+    if len(block.leaves) == 1 and all(len(la.preds) == 1 for la in block.body):
+        torch.manual_seed(1)
+        a = module(x)
+        torch.manual_seed(2)
+        assert torch.equal(a, module(x))  # a chain has no join: drop-path leaves it alone
+    else:
+        torch.manual_seed(1)
+        a = module(x)
+        torch.manual_seed(2)
+        assert not torch.equal(a, module(x))  # at a join, branches are dropped at random
+
+
+def test_branch_drop_keeps_one_input_per_sample_and_the_expectation():
+    from blockqnn.space.ops import BranchDrop
+
+    torch.manual_seed(0)
+    drop = BranchDrop(0.5).train()
+    xs = [torch.ones(20000, 1), torch.ones(20000, 1)]
+    a, b = drop(xs)
+    assert ((a + b) > 0).all()
+    assert float(a.mean()) == pytest.approx(1.0 + 0.25, abs=0.05)  # 1/(1-p) scaling, plus the forced survivors
+    assert drop.eval()(xs) is xs

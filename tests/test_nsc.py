@@ -193,3 +193,31 @@ def test_random_block_is_valid():
     for _ in range(200):
         b = random_block(rng, max_layers=23)
         assert Block.parse(b.to_json(), max_layers=23, require_terminal=True) == b
+
+
+@settings(max_examples=100, deadline=None)
+@given(blocks(), st.data())
+def test_identity_equivalent_layers_share_a_key(block, data):
+    """A 1x1 max pool, a 1x1 average pool and identity all compute the identity (stride 1):
+    swapping one for another keeps the key (and the NSC as written); a 3x3 pool does not."""
+    from blockqnn.space.nsc import _colour
+
+    ident = [i for i, la in enumerate(block.body) if _colour(la) == (4, 0)]
+    if not ident:
+        i = data.draw(st.integers(0, len(block) - 1))
+        if block.body[i].type in (5, 6):
+            return
+        layers = list(block.body)
+        layers[i] = layers[i]._replace(type=4, kernel=0)
+        block = Block.from_layers(layers)
+        ident = [i]
+    i = data.draw(st.sampled_from(ident))
+    for typ, kernel in ((2, 1), (3, 1), (4, 0)):
+        layers = list(block.body)
+        layers[i] = layers[i]._replace(type=typ, kernel=kernel)
+        other = Block.from_layers(layers)
+        assert other.key == block.key
+        assert other.body[i].type == typ  # the block keeps what was sampled
+    layers = list(block.body)
+    layers[i] = layers[i]._replace(type=2, kernel=3)
+    assert Block.from_layers(layers).key != block.key

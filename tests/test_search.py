@@ -443,12 +443,16 @@ def test_ray_executor_search(tmp_path, local_reference):
 
 @pytest.mark.slow
 def test_ddp_per_candidate_search(tmp_path):
-    run = tmp_path / "run"
-    out = subprocess.run(search_cmd(run, "evaluator.devices=2", "search.max_episodes=2"), capture_output=True,
-                         text=True, timeout=900)
+    """Each candidate trains on 2 processes; recipe.batch_size is the global batch (half each)."""
+    run, seen = tmp_path / "run", tmp_path / "batches"
+    out = subprocess.run(search_cmd(run, "evaluator.devices=2", "search.max_episodes=2", "recipe.batch_size=32",
+                                    "+callbacks.record._target_=tests.conftest.BatchRecorder",
+                                    f"+callbacks.record.folder={seen}"), capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = episodes_of(run)
     assert len(rows) == 2 and all(r[2] == "ok" for r in rows), rows
+    ranks = [json.loads((seen / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 and max(r["sizes"]) == 16 for r in ranks)
 
 
 @pytest.mark.slow

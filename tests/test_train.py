@@ -71,17 +71,49 @@ def test_digits_training_metrics_and_exports_agree(tmp_path):
     np.testing.assert_allclose(ts, ref, atol=1e-4)
     np.testing.assert_allclose(onnx_out, ref, atol=1e-4)
     assert (onnx_out.argmax(1) == ref.argmax(1)).all()
+    # The exports carry the normalisation: raw test images (sklearn's digits, 0..16, divided by
+    # 16: float in [0, 1], channels first) give the PyTorch model's test accuracy.
+    from blockqnn.data.modules import _digits
+
+    raw = _digits({})[1]()
+    images = raw.images.numpy()
+    assert images.min() >= 0 and images.max() <= 1
+    onnx_acc = float((sess.run(None, {"images": images})[0].argmax(1) == raw.labels.numpy()).mean())
+    assert onnx_acc == pytest.approx(metrics["test_acc"], abs=1e-6)
+    assert float(model.net.normalize.std.min()) < 0.9  # the training split's statistics, not the identity
 
 
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tmp_path):
-    run = tmp_path / "run"
+    """train.batch_size is the global batch: each of the 2 processes trains on half of it,
+    over its half of the data."""
+    run, seen = tmp_path / "run", tmp_path / "batches"
     out = subprocess.run(train_cmd(run, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                                   "train.epochs=3", "train.export=false"),
+                                   "train.epochs=3", "train.export=false", "train.batch_size=64",
+                                   "+callbacks.record._target_=tests.conftest.BatchRecorder",
+                                   f"+callbacks.record.folder={seen}"),
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and metrics["test_acc"] > 0.6
+    ranks = [json.loads((seen / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 for r in ranks)
+    for r in ranks:
+        assert max(r["sizes"]) == 32  # 64 / 2 processes
+    assert len(ranks[0]["sizes"]) == len(ranks[1]["sizes"])  # each rank one half of the data
+    single = tmp_path / "single"
+    one = subprocess.run(train_cmd(tmp_path / "one", "train.epochs=1", "train.export=false", "train.batch_size=64",
+                                   "+callbacks.record._target_=tests.conftest.BatchRecorder",
+                                   f"+callbacks.record.folder={single}"), capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    alone = json.loads((single / "rank0.json").read_text())["sizes"]
+    assert max(alone) == 64 and len(ranks[0]["sizes"]) == 3 * len(alone)  # same steps per epoch as one process
+
+
+def test_ddp_batch_that_does_not_divide_is_refused(tmp_path):
+    out = subprocess.run(train_cmd(tmp_path / "run", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                                   "train.batch_size=63"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "train.batch_size=63 is the global batch and must divide" in out.stderr
 
 
 @pytest.mark.slow

@@ -249,7 +249,7 @@ class TensorDataModule(L.LightningDataModule):
         order = torch.randperm(len(full), generator=g)
         n_val = max(1, int(round(len(full) * self.val_fraction)))
         train, val = full.subset(order[n_val:]), full.subset(order[:n_val])
-        # Normalisation statistics from the training part only.
+        # Normalisation statistics from the training part only (the network applies them).
         sample = train.images[:20000].float()
         if train.images.dtype == torch.uint8:
             sample = sample / 255.0
@@ -269,19 +269,19 @@ class TensorDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> TensorLoader:
         self.setup()
-        return TensorLoader(self._train, self.batch_size, self.mean, self.std, shuffle=True,
+        return TensorLoader(self._train, self.batch_size, shuffle=True,
                             augment=self.augment, seed=self.seed)
 
     def val_dataloader(self) -> TensorLoader:
         self.setup()
-        return TensorLoader(self._val, self.eval_batch_size, self.mean, self.std)
+        return TensorLoader(self._val, self.eval_batch_size)
 
     def test_dataloader(self) -> TensorLoader:
         self.setup()
         if self._test is None:
             self.test_reads += 1
             self._test = resized(self._test_loader(), self.resize).to(self.device)
-        return TensorLoader(self._test, self.eval_batch_size, self.mean, self.std)
+        return TensorLoader(self._test, self.eval_batch_size)
 
 
 def image_folder_datamodule(in_memory: bool, num_workers: int, batch_size: int, seed: int, device: str = "cpu",
@@ -307,6 +307,9 @@ def build_datamodule(data_cfg: dict, batch_size: int, seed: int, device: str = "
     return build(cfg, "data", batch_size=batch_size, seed=seed, device=device)
 
 
+STATS_IMAGES = 256  # training images a streamed folder's normalisation statistics are measured on
+
+
 class StreamingImageFolder(L.LightningDataModule):
     """An ImageNet-layout folder streamed from disk (``data=image_folder data.in_memory=false``):
     torchvision ImageFolder with transforms v2 (RandomResizedCrop and flip for training,
@@ -328,16 +331,16 @@ class StreamingImageFolder(L.LightningDataModule):
         self.size, self.num_workers = int(input_size), int(num_workers)
         self.test_reads = 0
         self._train = None
+        self.mean = self.std = None
 
     def _transforms(self, train: bool):
         from torchvision.transforms import v2
 
-        norm = v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])  # ImageNet statistics
         if train:
             steps = [v2.RandomResizedCrop(self.size, antialias=True), v2.RandomHorizontalFlip()]
         else:
             steps = [v2.Resize(int(round(self.size * 256 / 224)), antialias=True), v2.CenterCrop(self.size)]
-        return v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True), norm])
+        return v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True)])
 
     def setup(self, stage: str | None = None) -> None:
         if self._train is not None:
@@ -359,6 +362,10 @@ class StreamingImageFolder(L.LightningDataModule):
         n_val = max(1, int(round(len(order) * self.val_fraction)))
         self._train, self._val = Subset(train_view, order[n_val:]), Subset(eval_view, order[:n_val])
         self.classes = len(train_view.classes)
+        # The in-memory convention: per-channel statistics of the training split, here of the
+        # evaluation view of up to STATS_IMAGES of its images (the network applies them).
+        sample = torch.stack([eval_view[i][0] for i in order[n_val:][:STATS_IMAGES]])
+        self.mean, self.std = sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3)).clamp_min(1e-6)
 
     @property
     def num_classes(self) -> int:

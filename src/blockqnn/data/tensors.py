@@ -74,15 +74,14 @@ def _dist() -> tuple[int, int]:
 
 class TensorLoader:
     """Iterates (images, labels) batches of a :class:`TensorSplit`: shuffled with its own
-    seeded generator, normalised to float, optionally augmented. A drop-in for a DataLoader
-    in Lightning (it has ``__len__`` and ``__iter__``)."""
+    seeded generator, as float images in [0, 1] (the network normalises them itself),
+    optionally augmented. A drop-in for a DataLoader in Lightning (it has ``__len__`` and
+    ``__iter__``)."""
 
     def __init__(
         self,
         split: TensorSplit,
         batch_size: int,
-        mean: torch.Tensor,
-        std: torch.Tensor,
         shuffle: bool = False,
         augment: dict | None = None,
         seed: int = 0,
@@ -94,10 +93,7 @@ class TensorLoader:
         self.augment = augment or {}
         self.drop_last = drop_last
         self.generator = torch.Generator().manual_seed(seed)
-        dev = split.images.device
         self.scale = 255.0 if split.images.dtype == torch.uint8 else 1.0
-        self.mean = mean.to(dev).view(1, -1, 1, 1)
-        self.std = std.to(dev).view(1, -1, 1, 1)
 
     def _indices(self) -> torch.Tensor | None:
         """This process's sample order. Under DDP each rank takes every world-th sample of
@@ -134,7 +130,7 @@ class TensorLoader:
             else:
                 idx = order[sl]
                 x, y = self.split.images[idx], self.split.labels[idx]
-            x = (x.float() / self.scale - self.mean) / self.std
+            x = x.float() / self.scale
             if self.augment:
                 x = random_crop_flip(
                     x, int(self.augment.get("crop_padding", 0)), bool(self.augment.get("flip", False)), self.generator

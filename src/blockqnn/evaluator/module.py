@@ -49,6 +49,13 @@ class BlockClassifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes=classes, average="micro")
         self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.bool), persistent=False)
 
+    def setup(self, stage: str) -> None:
+        """Take the training split's normalisation statistics from the data module (a
+        checkpoint being resumed then loads its own, the same)."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and getattr(dm, "mean", None) is not None:
+            self.net.normalize.set(dm.mean, dm.std)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from blockqnn.space.nsc import Block, LayerType
-from blockqnn.space.ops import Add, Concat, ReLUConvBN, pool
+from blockqnn.space.ops import Add, BranchDrop, Concat, Normalize, ReLUConvBN, pool
 
 
 class BlockModule(nn.Module):
@@ -40,19 +40,14 @@ class BlockModule(nn.Module):
         self._preds = [layer.preds for layer in block.body]
         self._leaves = block.leaves
         self.output = Concat(len(self._leaves), width) if len(self._leaves) > 1 else nn.Identity()
-        if drop_path > 0:
-            from timm.layers import DropPath
-
-            self.drop_path: nn.Module = DropPath(drop_path)
-        else:
-            self.drop_path = nn.Identity()
+        self.drop_path = BranchDrop(drop_path)  # at joins only (see BranchDrop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [self.project(x)]
         for op, preds in zip(self.ops, self._preds):
-            outs.append(op(*(outs[p] for p in preds)))
-        leaves = [self.drop_path(outs[i]) for i in self._leaves]
-        return self.output(*leaves)
+            ins = [outs[p] for p in preds]
+            outs.append(op(*(self.drop_path(ins) if len(ins) > 1 else ins)))
+        return self.output(*self.drop_path([outs[i] for i in self._leaves]))
 
 
 @dataclass(frozen=True)
@@ -69,13 +64,15 @@ class NetworkSpec:
 
 
 class BlockNetwork(nn.Module):
-    """Stem, ``stages`` stages of N blocks with max pooling /2 and width doubling between
-    them, then ReLU, global average pooling and a linear classifier."""
+    """The input's normalisation (:class:`Normalize`: the network takes float images in
+    [0, 1]), the stem, ``stages`` stages of N blocks with max pooling /2 and width doubling
+    between them, then ReLU, global average pooling and a linear classifier."""
 
     def __init__(self, block: Block, spec: NetworkSpec, stem: nn.Module):
         super().__init__()
         self.block = block
         self.spec = spec
+        self.normalize = Normalize(spec.in_channels)
         self.stem = stem
         layers: list[nn.Module] = []
         channels = spec.width
@@ -93,7 +90,7 @@ class BlockNetwork(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.stem(x)))
+        return self.head(self.features(self.stem(self.normalize(x))))
 
 
 def cifar_stem(spec: NetworkSpec) -> nn.Module:

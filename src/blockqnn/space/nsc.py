@@ -158,6 +158,16 @@ def _check_layer(raw: Any, position: int, max_layers: int | None) -> Layer:
     return Layer(index, typ, kernel, pred1, pred2)
 
 
+def _colour(layer: Layer) -> tuple[int, int]:
+    """A layer's colour in the canonical labelling: its (type, kernel), except that the layers
+    that compute the identity (a 1x1 max or average pool at stride 1, and identity itself)
+    share identity's, so blocks that differ only there are one block."""
+    if layer.type == LayerType.IDENTITY or (layer.type in (LayerType.MAX_POOL, LayerType.AVG_POOL)
+                                            and layer.kernel == 1):
+        return (int(LayerType.IDENTITY), 0)
+    return (int(layer.type), int(layer.kernel))
+
+
 _CANONICAL: dict[tuple, "Block"] = {}  # layers -> canonical form (Block.canonical)
 _CANONICAL_MAX = 200_000
 
@@ -287,7 +297,7 @@ class Block:
         import igraph  # bliss canonical labelling of the coloured DAG
 
         body = self.body
-        labels = [(0, 0)] + [(layer.type, layer.kernel) for layer in body]
+        labels = [(0, 0)] + [_colour(layer) for layer in body]
         palette = sorted(set(labels))
         graph = igraph.Graph(
             n=len(labels),
