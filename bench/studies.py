@@ -63,6 +63,7 @@ ABLATION = {
     "no reward shaping": ["agent.params.reward_shaping=false"],
     "replay 16": ["agent.params.replay_size=16"],
     "replay 256": ["agent.params.replay_size=256"],
+    "replay without replacement": ["agent.params.replay_replacement=false"],
     "explore type_first": ["agent.params.explore=type_first"],
     "random search": ["agent=random"],
 }

@@ -248,3 +248,23 @@ def test_type_first_exploration_draws_layer_types_evenly():
     again = QLearningAgent(max_layers=23, seed=5)
     again.load_state_dict(state)
     assert again.explore == "type_first" and again.ask(1.0) == typed.ask(1.0)
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_qlearning_replays_with_or_without_replacement(replacement):
+    a = QLearningAgent(max_layers=6, seed=1, replay_size=8, replay_replacement=replacement)
+    seen: list = []
+    original = a._replay
+    a._replay = lambda steps, reward: (seen.append(steps), original(steps, reward))
+    rng = random.Random(0)
+    for n in range(1, 13):
+        seen.clear()
+        a.tell(a.ask(1.0), rng.random())
+        drawn = [a._replays.index(next(r for r in a._replays if r[0] is s)) for s in seen]
+        if replacement:
+            assert len(drawn) == 8
+        else:
+            assert len(drawn) == min(n, 8) and len(set(drawn)) == len(drawn)
+    b = QLearningAgent(max_layers=6, seed=9)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert b.replay_replacement == replacement

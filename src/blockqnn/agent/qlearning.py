@@ -71,6 +71,7 @@ class QLearningAgent(Agent):
         replay_size: int = 64,
         reward_shaping: bool = True,
         explore: str = "uniform",
+        replay_replacement: bool = True,
     ):
         super().__init__(max_layers, seed)
         if explore not in ("uniform", "type_first"):
@@ -83,6 +84,7 @@ class QLearningAgent(Agent):
         self.q_init = float(q_init)
         self.replay_size = int(replay_size)
         self.reward_shaping = bool(reward_shaping)
+        self.replay_replacement = bool(replay_replacement)
         # Q[state][action] for visited pairs only; all others hold q_init.
         self.q: dict[tuple, dict[tuple, float]] = {}
         self._row_max: dict[tuple, float] = {}  # max of each visited row, kept on update
@@ -179,10 +181,13 @@ class QLearningAgent(Agent):
 
     def _learn(self, n: int) -> None:
         """The replays after the n-th result: ``replay_size`` of the first n memory entries,
-        drawn with replacement by a generator of (seed, n) alone."""
+        drawn with replacement (the paper's reading) or without (at most n then), by a
+        generator of (seed, n) alone."""
         replays = self._replays
         rng = random.Random(self.seed * 2**32 + n)
-        for i in rng.choices(range(n), k=self.replay_size):
+        draw = (rng.choices(range(n), k=self.replay_size) if self.replay_replacement
+                else rng.sample(range(n), min(n, self.replay_size)))
+        for i in draw:
             self._replay(*replays[i])
 
     def relabel(self, rewards: dict[int, float]) -> None:
@@ -226,12 +231,13 @@ class QLearningAgent(Agent):
         """Everything but the Q table and the replay memory."""
         return {**Agent.state_dict(self),
                 "hyper": [self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping,
-                          self.explore]}
+                          self.explore, self.replay_replacement]}
 
     def _hyper(self, state: dict[str, Any]) -> None:
-        lr, g, q0, k, shaping, *explore = state["hyper"]  # states saved before `explore` have 5 entries
+        lr, g, q0, k, shaping, *rest = state["hyper"]  # older states lack the later entries
         self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping = lr, g, q0, k, shaping
-        self.explore = explore[0] if explore else "uniform"
+        self.explore = rest[0] if rest else "uniform"
+        self.replay_replacement = rest[1] if len(rest) > 1 else True
 
     # Saving: the memory appended since the last checkpoint, and now and then a snapshot of the
     # table (see the module's docstring); restore replays the results after the snapshot.
