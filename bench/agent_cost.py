@@ -1,8 +1,10 @@
 """Cost of the Q-learning agent: sample a 23-layer block and apply one result with 64 replays
-(target: at most 5 ms, flat as episodes grow), and the cost of saving the agent with each
-episode into the search's SQLite store (begin + finish, both with the agent's checkpoint),
-up to the paper's 11,392 episodes; beside it, what writing the whole state as one JSON (the
-format before incremental saving) would cost. Prints one JSON line last."""
+(target: at most 5 ms, flat as episodes grow), and the cost of recording an episode in the
+search's SQLite store with a commit of its own and the agent's checkpoint (what a search with
+real trainings does: each result is committed before the next training starts; instant
+evaluators group many episodes per commit, see bench/master.py), up to the paper's 11,392
+episodes; beside it, what writing the whole state as one JSON would cost. Prints one JSON
+line last."""
 
 import json
 import random
@@ -31,11 +33,12 @@ def main() -> dict:
         t = time.perf_counter()
         b = agent.ask(0.5 if timed else (1.0 if done % 2 else 0.3))
         t_ask = time.perf_counter()
-        store.begin(done, done // 64, 0.5, b.to_json(), b.key, agent.checkpoint())
+        store.begin(done, done // 64, 0.5, b.to_json(), b.key)
         t_begin = time.perf_counter()
         agent.tell(block or b, rng.random())
         t_tell = time.perf_counter()
-        store.finish(done, RESULT, agent.checkpoint())
+        store.finish(done, RESULT, told=done)
+        store.commit(agent.checkpoint())
         t_end = time.perf_counter()
         done += 1
         return (t_ask - t) + (t_tell - t_begin), (t_begin - t_ask) + (t_end - t_tell)

@@ -31,20 +31,21 @@ class TensorSplit:
 
 
 def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Per-sample random crop (zero padding) and horizontal flip of a batch (N, C, H, W)."""
+    """Per-sample random crop (zero padding) and horizontal flip of a batch (N, C, H, W), drawn
+    with ``generator`` on the batch's device (no host-to-device copy or sync per batch)."""
     n, _, h, w = x.shape
     dev = x.device
     if padding:
         padded = torch.nn.functional.pad(x, (padding,) * 4)
-        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(dev)
-        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(dev)
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
         rows = (dy[:, None] + torch.arange(h, device=dev)[None]).view(n, 1, h, 1)
         cols = (dx[:, None] + torch.arange(w, device=dev)[None]).view(n, 1, 1, w)
         batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
         chan = torch.arange(x.shape[1], device=dev).view(1, -1, 1, 1)
         x = padded[batch, chan, rows, cols]
     if flip:
-        mask = (torch.rand(n, generator=generator) < 0.5).to(dev).view(n, 1, 1, 1)
+        mask = (torch.rand(n, generator=generator, device=dev) < 0.5).view(n, 1, 1, 1)
         x = torch.where(mask, x.flip(3), x)
     return x
 
@@ -54,8 +55,8 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tens
     centre uniform over the image (the square may be clipped at the border)."""
     n, _, h, w = x.shape
     dev = x.device
-    cy = torch.randint(0, h, (n, 1, 1), generator=generator).to(dev)
-    cx = torch.randint(0, w, (n, 1, 1), generator=generator).to(dev)
+    cy = torch.randint(0, h, (n, 1, 1), generator=generator, device=dev)
+    cx = torch.randint(0, w, (n, 1, 1), generator=generator, device=dev)
     ys = torch.arange(h, device=dev).view(1, h, 1)
     xs = torch.arange(w, device=dev).view(1, 1, w)
     top, left = cy - size // 2, cx - size // 2
@@ -92,7 +93,8 @@ class TensorLoader:
         self.shuffle = shuffle
         self.augment = augment or {}
         self.drop_last = drop_last
-        self.generator = torch.Generator().manual_seed(seed)
+        # On the data's device: shuffling and augmentation draw there, with no host copy or sync.
+        self.generator = torch.Generator(device=split.images.device).manual_seed(seed)
         self.scale = 255.0 if split.images.dtype == torch.uint8 else 1.0
 
     def _indices(self) -> torch.Tensor | None:
@@ -102,17 +104,17 @@ class TensorLoader:
         n = len(self.split)
         rank, world = _dist()
         if self.shuffle:
-            order = torch.randperm(n, generator=self.generator)
+            order = torch.randperm(n, generator=self.generator, device=self.split.images.device)
         elif world == 1:
             return None
         else:
-            order = torch.arange(n)
+            order = torch.arange(n, device=self.split.images.device)
         if world > 1:
             if self.shuffle:
                 per = -(-n // world)
                 order = torch.cat([order, order[: per * world - n]])
             order = order[rank::world]
-        return order.to(self.split.images.device)
+        return order
 
     def __len__(self) -> int:
         rank, world = _dist()
