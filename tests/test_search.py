@@ -589,3 +589,19 @@ def test_experiment_paper_keeps_the_papers_constants_and_other_agents_compose():
     from blockqnn.search.loop import build_agent
 
     assert type(build_agent(rnd)).__name__ == "RandomAgent"
+
+
+def test_pool_workers_gpus_map_through_the_parents_cuda_visible_devices(monkeypatch):
+    from blockqnn.errors import ConfigError
+    from blockqnn.executors import PoolExecutor, visible_device
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5")
+    assert [visible_device(i) for i in (0, 1)] == ["3", "5"]
+    pool = PoolExecutor({"evaluator": {}}, workers_per_gpu=2, cpu_workers=1, gpus=[1, 0],
+                        threads_per_cpu_worker=1, max_retries=1)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env, _, _ in pool.devices] == ["5", "3"]
+    pool.close()
+    with pytest.raises(ConfigError, match="shows 2"):
+        visible_device(2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert visible_device(1) == "1"

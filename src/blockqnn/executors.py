@@ -113,6 +113,19 @@ def gpu_count() -> int:
         return 0
 
 
+def visible_device(index: int) -> str:
+    """The CUDA_VISIBLE_DEVICES entry of this process's ``index``-th GPU: mapped through the
+    parent's own CUDA_VISIBLE_DEVICES when it is set (a job given GPUs 2,3 runs its worker
+    for GPU 0 on device 2), else the index itself."""
+    parent = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if not parent:
+        return str(index)
+    if not 0 <= index < len(parent):
+        raise ConfigError(f"executor.gpus lists GPU {index}, but CUDA_VISIBLE_DEVICES={','.join(parent)} "
+                          f"shows {len(parent)}")
+    return parent[index]
+
+
 class PoolExecutor:
     """Local worker processes, one pool per device."""
 
@@ -125,7 +138,7 @@ class PoolExecutor:
         if workers_per_gpu < 1 or cpu_workers < 1:
             raise ConfigError("executor.workers_per_gpu and executor.cpu_workers must be at least 1")
         if gpus:
-            self.devices = [({"CUDA_VISIBLE_DEVICES": str(g)}, int(workers_per_gpu), 2) for g in gpus]
+            self.devices = [({"CUDA_VISIBLE_DEVICES": visible_device(g)}, int(workers_per_gpu), 2) for g in gpus]
         else:
             self.devices = [({"CUDA_VISIBLE_DEVICES": ""}, int(cpu_workers), int(threads_per_cpu_worker))]
         self.max_retries = int(max_retries)
