@@ -271,13 +271,19 @@ def test_incompatible_resume_is_refused_and_nothing_overwritten(tmp_path):
 @pytest.mark.parametrize("launcher", ["basic", "local_parallel"])
 def test_two_job_multirun(tmp_path, launcher):
     sweep = tmp_path / "sweep"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env["HOME"] = str(tmp_path)  # no W&B login: offline
     out = subprocess.run([sys.executable, str(ROOT / "search.py"), "-m", *QUICK, "search.max_episodes=2",
-                          "seed=0,1", f"hydra.sweep.dir={sweep}", f"hydra/launcher={launcher}"],
-                         capture_output=True, text=True, timeout=600)
+                          "seed=0,1", f"hydra.sweep.dir={sweep}", f"hydra/launcher={launcher}", "logger=wandb"],
+                         capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     for job in ("0", "1"):
         assert len(episodes_of(sweep / job)) == 2
         assert (sweep / job / "best_block.json").exists()
+        # The sweep's runs share a W&B group: the sweep folder's name.
+        files = list((sweep / job / "wandb").glob("offline-run-*/*.wandb"))
+        run_rec = next(r.run for r in _read_wandb_records(files[0]) if r.WhichOneof("record_type") == "run")
+        assert run_rec.run_group == "sweep" and run_rec.job_type == "qlearning"
 
 
 @pytest.mark.slow
@@ -304,6 +310,22 @@ def test_wandb_offline_run_holds_every_episode(tmp_path):
     logged = [h for h in history if "reward" in h and "best_reward" in h]
     assert [h["_step"] for h in logged] == [0, 1, 2]
     assert all(h["status"] == "ok" and 0 <= h["accuracy"] <= 1 for h in logged)
+    # Running counts and the elapsed time per episode; the best block drawn when it changed.
+    assert [h["trained"] + h["reused_total"] + h["predicted_total"] for h in logged] == [1, 2, 3]
+    assert all(h["elapsed_s"] >= 0 for h in logged)
+    drawn = [h for h in history if "best_block/caption" in h]
+    assert drawn and all(json.loads(h["best_block/caption"]) for h in drawn)
+    assert [h["_step"] for h in drawn] == [h["_step"] for h in logged if h["reward"] == h["best_reward"]]
+    # job_type and tags name the agent, the data and the schedule; outside a sweep, no group.
+    run_rec = next(r.run for r in _read_wandb_records(files[0]) if r.WhichOneof("record_type") == "run")
+    assert run_rec.job_type == "qlearning" and not run_rec.run_group
+    assert {"agent:qlearning", "data:digits"} <= set(run_rec.tags)
+    summary = {}  # the run's summary: its updates, in order
+    for r in _read_wandb_records(files[0]):
+        if r.WhichOneof("record_type") == "summary":
+            summary.update({i.key: json.loads(i.value_json) for i in r.summary.update if i.key})
+    best = max(h["reward"] for h in logged)
+    assert summary["best_reward"] == pytest.approx(best) and json.loads(summary["best_nsc"])
     tables = list(runs[0].glob("files/media/table/blocks_*.table.json"))
     assert len(tables) == 1
     table = json.loads(tables[0].read_text())
@@ -312,8 +334,14 @@ def test_wandb_offline_run_holds_every_episode(tmp_path):
 
 
 def _read_wandb_history(path):
-    """History rows of a .wandb file: a W&B header, then LevelDB-log records (32 KiB blocks,
-    7-byte record headers: crc32c, length, type) holding protobuf Records."""
+    """History rows of a .wandb file."""
+    return [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in rec.history.item}
+            for rec in _read_wandb_records(path) if rec.WhichOneof("record_type") == "history"]
+
+
+def _read_wandb_records(path):
+    """The protobuf Records of a .wandb file: a W&B header, then LevelDB-log records (32 KiB
+    blocks, 7-byte record headers: crc32c, length, type)."""
     import struct
 
     from wandb.proto import wandb_internal_pb2
@@ -336,9 +364,7 @@ def _read_wandb_history(path):
         if kind in (1, 4):
             rec = wandb_internal_pb2.Record()
             rec.ParseFromString(pending)
-            if rec.WhichOneof("record_type") == "history":
-                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                             for item in rec.history.item})
+            rows.append(rec)
     return rows
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 
 FIELDS = ["episode", "iteration", "epsilon", "status", "reward", "accuracy", "flops", "params", "density",
           "best_reward", "reused", "predicted", "key", "nsc"]
+# Logged per episode to W&B besides FIELDS: running counts and the search's elapsed time.
+COUNTS = ["trained", "reused_total", "predicted_total", "elapsed_s", "wall_time"]
 
 
 class NoLogger:
@@ -18,6 +21,9 @@ class NoLogger:
         pass
 
     def log_episode(self, row: dict[str, Any]) -> None: ...
+
+    def log_best(self, episode: int, best: dict[str, Any]) -> None:
+        """The best block changed at ``episode`` (``best``: reward, accuracy, nsc, key)."""
 
     def finish(self, episodes: list[dict], best: dict | None, run_dir: Path) -> None: ...
 
@@ -50,6 +56,20 @@ def run_id(run_dir: Path, prefix: str = "bq") -> str:
     return f"{prefix}-" + hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
 
 
+def sweep_group() -> str | None:
+    """The name of the Hydra multirun's sweep folder this job runs in (None outside one)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except Exception:  # noqa: BLE001 - not under Hydra (a test, a notebook)
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return Path(hc.sweep.dir).name
+
+
 def wandb_mode(mode: str | None = None) -> str:
     """Offline unless asked, or unless the user set W&B up (an API key, a login, WANDB_MODE)."""
     if mode:
@@ -76,18 +96,35 @@ class WandbLogger(NoLogger):
     run in a background thread fed by a queue (W&B's start-up takes seconds and each log call
     about a millisecond; the master's loop must not wait for either). ``finish`` drains the
     queue and closes the run; an error of W&B's is raised there, or by the next
-    ``log_episode`` once it happened."""
+    ``log_episode`` once it happened.
+
+    As W&B's users compare runs: the runs of one Hydra multirun share a ``group`` (the sweep
+    folder's name unless ``logger.group`` is set), ``job_type`` is the agent, the tags name
+    the data, the agent and the schedule, the whole resolved config is the run's config; each
+    episode logs its result with the running counts of trained, reused and predicted blocks
+    and the elapsed time; the best block's drawing is logged whenever the best changes, and
+    the summary holds the best reward, accuracy and block."""
 
     def __init__(self, run_dir: Path, run_config: dict | None = None, project: str = "blockqnn", mode: str | None = None,
-                 entity: str | None = None, name: str | None = None):
+                 entity: str | None = None, name: str | None = None, group: str | None = None,
+                 job_type: str | None = None, tags: list[str] | None = None):
         import queue
         import threading
 
         os.environ.setdefault("WANDB_SILENT", "true")
         run_dir = Path(run_dir)
         self.id = run_id(run_dir)
+        cfg = run_config or {}
+        agent = (cfg.get("agent") or {}).get("name")
+        schedule = (cfg.get("agent") or {}).get("epsilon_schedule")
+        schedule = schedule if isinstance(schedule, str) else ("custom" if schedule is not None else None)
+        data = (cfg.get("data") or {}).get("name")
+        default_tags = [f"{k}:{v}" for k, v in (("data", data), ("agent", agent), ("schedule", schedule)) if v]
+        self.run_dir = run_dir
         self._init = dict(project=project, entity=entity, name=name or run_dir.name, id=self.id, resume="allow",
-                          dir=str(run_dir), mode=wandb_mode(mode), config=run_config)
+                          dir=str(run_dir), mode=wandb_mode(mode), config=run_config,
+                          group=group or sweep_group(), job_type=job_type or agent,
+                          tags=list(tags) if tags is not None else default_tags)
         self.run = None
         self._error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue()
@@ -106,7 +143,8 @@ class WandbLogger(NoLogger):
                     return
                 kind, payload = item
                 if kind == "row":
-                    self.run.log({k: payload[k] for k in FIELDS if k not in ("nsc", "key") and payload.get(k) is not None},
+                    self.run.log({k: payload[k] for k in FIELDS + COUNTS
+                                  if k not in ("nsc", "key") and payload.get(k) is not None},
                                  step=int(payload["episode"]))
                 else:
                     payload()
@@ -120,6 +158,25 @@ class WandbLogger(NoLogger):
     def log_episode(self, row: dict[str, Any]) -> None:
         self._check()
         self._queue.put(("row", row))
+
+    def log_best(self, episode: int, best: dict[str, Any]) -> None:
+        self._check()
+        self._queue.put(("call", lambda: self._best(episode, best)))
+
+    def _best(self, episode: int, best: dict[str, Any]) -> None:
+        """Draw the new best block and log it (at its episode's step, which W&B has not
+        closed yet: rows of the queue come in order) with the summary."""
+        from blockqnn.space.draw import draw_block
+        from blockqnn.space.nsc import Block
+
+        folder = self.run_dir / "wandb" / "best"
+        folder.mkdir(parents=True, exist_ok=True)
+        png = draw_block(Block.parse(best["nsc"]), folder / f"best_{episode}.png",
+                         title=f"episode {episode}: reward {best['reward']:.4f}")[0]
+        nsc = json.dumps(best["nsc"], separators=(",", ":"))
+        self.run.log({"best_block": self.wandb.Image(str(png), caption=nsc)}, step=episode)
+        self.run.summary.update({"best_reward": best["reward"], "best_accuracy": best.get("accuracy"),
+                                 "best_nsc": nsc, "best_key": best.get("key"), "best_episode": episode})
 
     def finish(self, episodes, best, run_dir) -> None:
         self._queue.put(("call", lambda: self._summary(episodes, best, run_dir)))
@@ -139,9 +196,9 @@ class WandbLogger(NoLogger):
                 table.add_data(e["id"], e["iteration"], e["epsilon"], e["status"], e["reward"], e["accuracy"],
                                e["flops"], e["params"], e["density"], None, e["reused"], e["predicted"], e["key"],
                                e["nsc"])
-        payload: dict[str, Any] = {"blocks": table}
-        if best is not None and (run_dir / "best_block.png").exists():
-            payload["best_block"] = self.wandb.Image(str(run_dir / "best_block.png"))
-            self.run.summary.update({"best_reward": best["reward"], "best_nsc": str(best["nsc"])})
-        self.run.log(payload)
+        self.run.log({"blocks": table})
+        if best is not None:
+            self.run.summary.update({"best_reward": best["reward"], "best_accuracy": best.get("accuracy"),
+                                     "best_nsc": json.dumps(best["nsc"], separators=(",", ":")),
+                                     "best_key": best.get("key")})
         self.run.finish()

@@ -204,6 +204,11 @@ class Search:
         self.in_flight_keys: dict[str, int] = {}  # canonical key -> episode being trained
         self.waiting: dict[str, list[int]] = {}  # key -> episodes waiting for that result
         self.progress = SearchProgress(console, self.total, done, self.best)
+        finished = [e for e in episodes if e["status"] != "running"]
+        self.counts = {"trained": sum(1 for e in finished if not e["reused"] and not e["predicted"]),
+                       "reused_total": sum(1 for e in finished if e["reused"]),
+                       "predicted_total": sum(1 for e in finished if e["predicted"])}
+        self._started = time.monotonic()
         self._committed_at = time.monotonic()
         self._uncommitted_work = 0.0  # evaluation seconds of the results not yet committed
         import signal
@@ -376,11 +381,17 @@ class Search:
         self.store.finish(episode, result, reused, predicted, told)
         if not reused and not predicted:
             self._uncommitted_work += float(result.get("wall_time") or 0.0)
-        if not predicted and not failed:
-            self.best = reward if self.best is None else max(self.best, reward)
+        self.counts["reused_total" if reused else "predicted_total" if predicted else "trained"] += 1
+        improved = not predicted and not failed and (self.best is None or reward > self.best)
+        if improved:
+            self.best = reward
         self.logger.log_episode({"episode": episode, "iteration": iteration, "epsilon": epsilon, **result,
                                  "best_reward": self.best, "reused": int(reused), "predicted": int(predicted),
-                                 "key": block.key, "nsc": json.dumps(block.to_list())})
+                                 "key": block.key, "nsc": json.dumps(block.to_list()), **self.counts,
+                                 "elapsed_s": round(time.monotonic() - self._started, 3)})
+        if improved:
+            self.logger.log_best(episode, {"reward": reward, "accuracy": result.get("accuracy"),
+                                           "nsc": block.to_list(), "key": block.key})
         self.progress.advance(episode, iteration, epsilon, self.best)
         if len(self.failures) >= self.max_failures:
             first_episode, first = self.failures[0]

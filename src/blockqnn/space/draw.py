@@ -45,9 +45,11 @@ def block_graph(block: Block):
 
 def draw_block(block: Block, path: str | Path, title: str | None = None) -> list[Path]:
     """Draw ``block`` to ``path``; writes both .png and .svg (whatever suffix ``path`` has).
-    Returns the files written."""
-    import matplotlib.pyplot as plt
+    Returns the files written. Uses matplotlib's object API (no pyplot state), so the W&B
+    logger's thread can draw while the search draws its own figures."""
+    import matplotlib
     import networkx as nx
+    from matplotlib.figure import Figure
 
     g = block_graph(block)
     pos = nx.multipartite_layout(g, subset_key="level", align="horizontal", scale=1.0)
@@ -55,7 +57,8 @@ def draw_block(block: Block, path: str | Path, title: str | None = None) -> list
     pos = {n: (x, -y) for n, (x, y) in pos.items()}
     levels = max(d["level"] for _, d in g.nodes(data=True)) + 1
     widest = max(sum(1 for _, d in g.nodes(data=True) if d["level"] == lv) for lv in range(levels))
-    fig, ax = plt.subplots(figsize=(max(4.0, 2.2 * widest), max(3.0, 1.1 * levels)))
+    fig = Figure(figsize=(max(4.0, 2.2 * widest), max(3.0, 1.1 * levels)))
+    ax = fig.subplots()
     nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=12, node_size=2200, edge_color="#555")
     for node, data in g.nodes(data=True):
         x, y = pos[node]
@@ -70,8 +73,7 @@ def draw_block(block: Block, path: str | Path, title: str | None = None) -> list
     for suffix in (".png", ".svg"):
         out = base.with_suffix(suffix)
         out.parent.mkdir(parents=True, exist_ok=True)
-        with plt.rc_context({"svg.fonttype": "none"}):  # SVG text stays text
+        with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text
             fig.savefig(out, dpi=120)
         written.append(out)
-    plt.close(fig)
     return written
