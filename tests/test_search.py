@@ -631,3 +631,35 @@ def test_pool_workers_gpus_map_through_the_parents_cuda_visible_devices(monkeypa
         visible_device(2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert visible_device(1) == "1"
+
+
+def test_console_says_what_will_happen_and_fits_80_columns(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=False, color_system=None)
+    cfg = cfg_for(*QUICK, "agent.epsilon_schedule=paper", "agent.batch_size=4", "search.max_episodes=3")
+    Search(cfg, tmp_path, evaluator=FakeEvaluator(), console=console).run()
+    text = buf.getvalue()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    import re
+
+    flat = " ".join(re.sub("[│╭╮╰╯─┃┏┓┗┛━┡┩┠┨┯┷┼┿╇╈┌┐└┘├┤┬┴]", " ", text).split())
+    # The start-up panel: the schedule by name with iterations x batch = planned, the cap, the resume command.
+    assert "paper: 178 iterations x 4 = 712 blocks; this run stops at 3 (search.max_episodes)" in flat
+    assert "learning_rate 0.1" in flat and "acc - 0.01 (1.0 log FLOPs/FLOPs(plain) + 8.0 log density)" in flat
+    assert "python search.py hydra.run.dir=" in flat
+    # The top-blocks table: one compact line per block (folded only when a block is long).
+    from blockqnn.space.nsc import Block
+
+    top = json.loads((tmp_path / "topk.json").read_text())
+    assert Block.parse(top[0]["nsc"]).compact() in flat
+
+
+def test_block_compact_form():
+    from blockqnn.space.nsc import Block
+
+    b = Block.parse([[1, 1, 3, 0, 0], [2, 2, 3, 1, 0], [3, 5, 0, 1, 2], [4, 4, 0, 0, 0], [5, 6, 0, 3, 4]])
+    assert b.compact() == "1:conv3 2:max3(1) 3:add(1,2) 4:id 5:cat(3,4)"

@@ -169,7 +169,7 @@ class Search:
     def run(self) -> dict | None:
         from rich.console import Console
 
-        from blockqnn.search.progress import SearchProgress, summary_table
+        from blockqnn.search.progress import SearchProgress, startup_panel, summary_table
 
         console = self.console or Console(stderr=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +195,8 @@ class Search:
                         default=None)
         done = sum(e["status"] != "running" for e in episodes)
         running = store.running()
+        console.print(startup_panel(self.cfg, self.run_dir, self.total, self.schedule.episodes(self.batch),
+                                    self.schedule, executor.slots, self.evaluator))
         if done or running:
             console.print(f"[bold]resuming[/] {self.run_dir}: {done} episodes done, {len(running)} to run again")
         self.store, self.agent, self.executor, self.logger = store, agent, executor, logger
@@ -392,7 +394,7 @@ class Search:
         if improved:
             self.logger.log_best(episode, {"reward": reward, "accuracy": result.get("accuracy"),
                                            "nsc": block.to_list(), "key": block.key})
-        self.progress.advance(episode, iteration, epsilon, self.best)
+        self.progress.advance(episode, iteration, epsilon, self.best, self.counts)
         if len(self.failures) >= self.max_failures:
             first_episode, first = self.failures[0]
             lines = [ln for ln in first.strip().splitlines() if ln.strip()]

@@ -15,11 +15,12 @@ class SearchProgress:
         self.progress = Progress(
             TextColumn("[bold]search[/] it {task.fields[iteration]} eps {task.fields[epsilon]}"),
             BarColumn(), MofNCompleteColumn(),
-            TextColumn("best {task.fields[best]}"), TextColumn("{task.fields[note]}"),
+            TextColumn("best {task.fields[best]}"), TextColumn("{task.fields[counts]}"),
+            TextColumn("{task.fields[note]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
         )
         self.task = self.progress.add_task("search", total=total, completed=done, iteration=0,
-                                           epsilon="-", best=self._fmt(best), note="")
+                                           epsilon="-", best=self._fmt(best), note="", counts="")
 
     @staticmethod
     def _fmt(best):
@@ -35,19 +36,64 @@ class SearchProgress:
     def update(self, episode, iteration, epsilon, best, note=""):
         self.progress.update(self.task, iteration=iteration, epsilon=f"{epsilon:.2f}", best=self._fmt(best), note=note)
 
-    def advance(self, episode, iteration, epsilon, best):
+    def advance(self, episode, iteration, epsilon, best, counts: dict | None = None):
+        text = "" if not counts else (f"T{counts['trained']} R{counts['reused_total']}"
+                                      + (f" P{counts['predicted_total']}" if counts["predicted_total"] else ""))
         self.progress.update(self.task, advance=1, iteration=iteration, epsilon=f"{epsilon:.2f}",
-                             best=self._fmt(best), note="")
+                             best=self._fmt(best), note="", counts=text)
 
 
 def summary_table(episodes: list[dict], k: int = 10) -> Table:
-    table = Table(title="top blocks")
-    for col in ("rank", "episode", "reward", "accuracy", "MFLOPs", "params", "density", "block (NSC)"):
-        table.add_column(col, overflow="fold")
+    """The best distinct blocks, one compact line each (``1:conv3 2:max3(1) 3:add(1,2)``;
+    the full NSC is in topk.json): narrow enough for an 80-column terminal."""
+    from blockqnn.space.nsc import Block
+
+    table = Table(title="top blocks (full NSC: topk.json)", padding=(0, 1), pad_edge=False)
+    for col, just in (("#", "right"), ("ep", "right"), ("reward", "right"), ("acc", "right"),
+                      ("MFLOPs", "right"), ("block", "left")):
+        table.add_column(col, justify=just, overflow="fold" if col == "block" else "ellipsis",
+                         no_wrap=col != "block")
     for i, e in enumerate(ranked(episodes)[:k], 1):
         table.add_row(str(i), str(e["id"]), f"{e['reward']:.4f}",
-                      "-" if e["accuracy"] is None else f"{e['accuracy']:.4f}",
-                      "-" if e["flops"] is None else f"{e['flops'] / 1e6:.2f}",
-                      str(e["params"]), "-" if e["density"] is None else f"{e['density']:.2f}",
-                      json.dumps(json.loads(e["nsc"])[:-1], separators=(",", ":")))
+                      "-" if e["accuracy"] is None else f"{e['accuracy']:.3f}",
+                      "-" if e["flops"] is None else f"{e['flops'] / 1e6:.1f}",
+                      Block.parse(e["nsc"]).compact())
     return table
+
+
+def startup_panel(cfg, run_dir, total: int, planned: int, schedule, slots: int, evaluator=None):
+    """What the search will do, before it starts: data, network, agent and its constants, the
+    schedule (iterations x batch = planned blocks, and the cap), evaluator, executor, reward,
+    run folder and the command that resumes it."""
+    from omegaconf import OmegaConf
+    from rich.panel import Panel
+
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    data = cfg.data
+    sizes = ""
+    dm = getattr(evaluator, "datamodule", None)
+    if dm is not None and getattr(dm, "_train", None) is not None and hasattr(dm._train, "__len__"):
+        sizes = f" ({len(dm._train):,} train / {len(dm._val):,} validation)"
+    grid.add_row("data", f"{data.name}{sizes}")
+    net = cfg.network
+    grid.add_row("network", f"{net.kind}, F={net.width}, N={net.blocks_per_stage}, {net.stages} stages; "
+                            f"blocks of up to {cfg.space.max_layers} layers")
+    params = {k: v for k, v in OmegaConf.to_container(cfg.agent.params, resolve=True).items() if k != "_target_"}
+    grid.add_row("agent", f"{cfg.agent.name} ({', '.join(f'{k} {v}' for k, v in params.items())})")
+    line = f"{schedule.name}: {schedule.iterations} iterations x {cfg.agent.batch_size} = {planned:,} blocks"
+    if total < planned:
+        line += f"; this run stops at {total:,} (search.max_episodes)"
+    grid.add_row("schedule", line)
+    ev = cfg.evaluator
+    grid.add_row("evaluator", f"{str(ev._target_).rsplit('.', 1)[-1]}"
+                              + (f" (recipe: {cfg.recipe.epochs} epochs, batch {cfg.recipe.batch_size})"
+                                 if getattr(evaluator, "trains", True) else ""))
+    grid.add_row("executor", f"{str(cfg.executor._target_).rsplit('.', 1)[-1]}, {slots} at a time, "
+                             f"{'asynchronous' if cfg.search.asynchronous else 'synchronous iterations'}")
+    r = cfg.reward
+    grid.add_row("reward", f"acc - {r.scale} ({r.mu} log FLOPs/FLOPs({r.flops_reference}) + {r.rho} log density)")
+    grid.add_row("run folder", str(run_dir))
+    grid.add_row("resume", f"python search.py hydra.run.dir={run_dir}")
+    return Panel(grid, title="blockqnn search", expand=False)

@@ -235,6 +235,15 @@ class Block:
     def __str__(self) -> str:
         return self.to_json()
 
+    def compact(self) -> str:
+        """One line: ``1:conv3 2:max3(1) 3:add(1,2)``; a layer's inputs are shown unless it
+        takes the block's input only."""
+        parts = []
+        for layer in self.body:
+            ins = "" if layer.preds == (0,) else "(" + ",".join(map(str, layer.preds)) + ")"
+            parts.append(f"{layer.index}:{layer.label}{ins}")
+        return " ".join(parts)
+
     # ----------------------------------------------------------------- graph figures
     @property
     def body(self) -> tuple[Layer, ...]:
