@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from bisect import insort
 from functools import lru_cache
 from typing import Any
 
@@ -34,7 +35,7 @@ from blockqnn.space.nsc import DEFAULT_MAX_LAYERS, Block, Layer, LayerType, lega
 
 START = (0, 0, 0, 0, 0)
 SNAPSHOT_MIN_S = 1.0  # replay seconds between snapshots, at least ...
-SNAPSHOT_WORK = 4.0  # ... and this many times the previous snapshot's cost
+SNAPSHOT_WORK = 8.0  # ... and this many times the previous snapshot's cost
 
 
 @lru_cache(maxsize=None)
@@ -88,6 +89,7 @@ class QLearningAgent(Agent):
         # Q[state][action] for visited pairs only; all others hold q_init.
         self.q: dict[tuple, dict[tuple, float]] = {}
         self._row_max: dict[tuple, float] = {}  # max of each visited row, kept on update
+        self._ties: dict[tuple, list] = {}  # sorted actions at each row's max (absent: not known)
         self.memory: list[tuple[tuple[tuple[int, ...], ...], float]] = []
         self._replays: list[tuple[tuple, float]] = []  # the memory as replayed: (_steps(trajectory), reward)
         self._saved_memory = 0  # replay memory entries already checkpointed
@@ -109,9 +111,10 @@ class QLearningAgent(Agent):
                 ties = [a for a in actions if a not in row]
             else:
                 ties = [a for a in actions if row.get(a, self.q_init) == best]
-        else:
-            ties = [a for a, v in row.items() if v == best]
-            ties.sort()  # dict order depends on history; sort so ties are drawn from a fixed order
+        else:  # the visited actions at the row's maximum, kept by the replays (sorted: a fixed order)
+            ties = self._ties.get(state)
+            if ties is None:
+                ties = self._ties[state] = sorted(a for a, v in row.items() if v == best)
         return ties[self.rng.randrange(len(ties))]
 
     def _random_action(self, actions: tuple, index: int) -> tuple[int, ...]:
@@ -153,7 +156,7 @@ class QLearningAgent(Agent):
         s_t (unvisited actions count as q_init) is the bootstrap term of step t - 1."""
         shaped = reward / len(steps) if self.reward_shaping else 0.0  # T, the Terminal action included
         lr, g, q0 = self.learning_rate, self.discount, self.q_init
-        q, row_max = self.q, self._row_max
+        q, row_max, all_ties = self.q, self._row_max, self._ties
         target = reward  # the last step's target
         for state, action, legal in steps:
             row = q.get(state)
@@ -162,10 +165,15 @@ class QLearningAgent(Agent):
             old = row.get(action, q0)
             new = row[action] = (1 - lr) * old + lr * target
             top = row_max.get(state)
-            if top is None or new >= top:
+            if top is None or new > top:
                 top = row_max[state] = new
-            elif old == top:  # the maximum itself went down: recompute
+                all_ties[state] = [action]
+            elif new == top:
+                if old != top and (ties := all_ties.get(state)) is not None:
+                    insort(ties, action)  # joins the actions at the maximum
+            elif old == top:  # the maximum itself went down: recompute (its ties when asked)
                 top = row_max[state] = max(row.values())
+                all_ties.pop(state, None)
             if len(row) < legal and q0 > top:  # unvisited actions hold q_init
                 top = q0
             target = shaped + g * top
@@ -222,6 +230,7 @@ class QLearningAgent(Agent):
         self._hyper(state)
         self.q = {tuple(s): {tuple(a): v for a, v in row} for s, row in state["q"]}
         self._row_max = {s: max(row.values()) for s, row in self.q.items() if row}
+        self._ties = {}
         self.memory = [(tuple(tuple(la) for la in traj), r) for traj, r in state["memory"]]
         self._replays = [(self._steps(traj), r) for traj, r in self.memory]
         # Nothing of a full state is in a store's parts yet: the next checkpoint writes it all.
@@ -283,6 +292,7 @@ class QLearningAgent(Agent):
         else:
             self.q = {tuple(s): {tuple(a): v for a, v in row} for s, row in json.loads(parts["snapshot"]["q"])}
         self._row_max = {s: max(row.values()) for s, row in self.q.items() if row}
+        self._ties = {}
         if snapshot_told is not None:  # the results after the snapshot, replayed as they were
             for told in range(snapshot_told + 1, self.told + 1):
                 self._learn(told)

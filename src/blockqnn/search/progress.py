@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -26,21 +27,41 @@ class SearchProgress:
     def _fmt(best):
         return "-" if best is None else f"{best:.4f}"
 
+    # rich's Progress takes a lock shared with its refresh thread; hundreds of updates a second
+    # (instant evaluators) would make the search wait on it, so updates are passed on at most
+    # every EVERY_S seconds (and at the end).
+    EVERY_S = 0.1
+
     def __enter__(self):
         self.progress.__enter__()
+        self._last = 0.0
+        self._advance = 0
+        self._fields: dict = {}
         return self
 
     def __exit__(self, *exc):
+        self._flush()
         return self.progress.__exit__(*exc)
 
+    def _flush(self) -> None:
+        if self._advance or self._fields:
+            self.progress.update(self.task, advance=self._advance, **self._fields)
+            self._advance, self._fields = 0, {}
+        self._last = time.monotonic()
+
+    def _push(self, advance: int, **fields) -> None:
+        self._advance += advance
+        self._fields.update(fields)
+        if time.monotonic() - self._last >= self.EVERY_S:
+            self._flush()
+
     def update(self, episode, iteration, epsilon, best, note=""):
-        self.progress.update(self.task, iteration=iteration, epsilon=f"{epsilon:.2f}", best=self._fmt(best), note=note)
+        self._push(0, iteration=iteration, epsilon=f"{epsilon:.2f}", best=self._fmt(best), note=note)
 
     def advance(self, episode, iteration, epsilon, best, counts: dict | None = None):
         text = "" if not counts else (f"T{counts['trained']} R{counts['reused_total']}"
                                       + (f" P{counts['predicted_total']}" if counts["predicted_total"] else ""))
-        self.progress.update(self.task, advance=1, iteration=iteration, epsilon=f"{epsilon:.2f}",
-                             best=self._fmt(best), note="", counts=text)
+        self._push(1, iteration=iteration, epsilon=f"{epsilon:.2f}", best=self._fmt(best), note="", counts=text)
 
 
 def summary_table(episodes: list[dict], k: int = 10) -> Table:
