@@ -15,6 +15,10 @@ Studies (``--only`` picks some):
   496 and 2,000 episodes.
 * ``predictor``: the faster version at the paper's scale: Q-learning with and without
   ``predictor=forest`` (trainings saved against the best measured reward).
+* ``quality`` and ``reality``: ``bench/surrogate_quality.py`` (held-out Kendall tau and R^2)
+  and ``bench/surrogate_reality.py`` (the surrogate search's picks and random blocks trained
+  for real on the bench proxy), run as they are; their JSON lines go to
+  ``bench/results/surrogate_quality.json`` and ``surrogate_reality.json``.
 
 Per study and group: best reward, top-10 mean (distinct blocks), mean reward of the first and
 last epsilon stage, each as mean +- 95% half-width over seeds; a paired Wilcoxon signed-rank
@@ -22,7 +26,9 @@ test against the reference group (seeds pair: seed s gives every search the same
 noise); figures of best-so-far and top-10 mean against episodes with 95% bands, and of the
 mean reward per epsilon stage, in ``bench/results/studies/``. Prints one JSON line last.
 
-usage: python bench/studies.py [--workers 2] [--only strategies ablation predictor] [--seeds 10] [--fresh]"""
+usage: python bench/studies.py [--workers 2] [--only strategies ablation predictor quality reality]
+                              [--seeds 10] [--fresh] [--no-run]
+       python bench/studies.py --markdown     (the tables of the last aggregation, for BENCHMARKS.md)"""
 
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -220,12 +227,35 @@ def figure(study: str, runs: list[dict], path: Path) -> None:
 REFERENCE = {"strategies": "qlearning", "ablation": "default: lr 0.1, q_init 1.0", "predictor": "qlearning"}
 
 
+def markdown() -> str:
+    """The studies' tables (from bench/results/studies/*.json) as Markdown, for BENCHMARKS.md."""
+    out = []
+    for path in sorted(OUT.glob("*.json"), key=lambda p: (p.stem.split("_")[0], int(p.stem.rsplit("_", 1)[1]))):
+        agg = json.loads(path.read_text())
+        ref = REFERENCE[path.stem.split("_")[0]]
+        seeds = ", ".join(f"{g} {v['seeds']}" for g, v in agg.items())
+        out.append(f"**{path.stem.replace('_', ' ')}** (seeds: {seeds})\n")
+        out.append(f"| group | best reward | top-10 mean | last - first stage | trained | p best vs {ref} | p top-10 vs {ref} |")
+        out.append("|---|---|---|---|---|---|---|")
+        for g, v in agg.items():
+            f = lambda k: f"{v[k][0]:.4f} +- {v[k][1]:.4f}"  # noqa: E731
+            out.append(f"| {g} | {f('best')} | {f('top10')} | {v['last_minus_first'][0]:+.4f} +- "
+                       f"{v['last_minus_first'][1]:.4f} | {v['trained'][0]:.0f} | {v.get(f'p_best_vs_{ref}', '')} | "
+                       f"{v.get(f'p_top10_vs_{ref}', '')} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> dict:
+    if "--markdown" in sys.argv:
+        print(markdown())
+        sys.exit(0)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--only", nargs="*", default=["strategies", "ablation", "predictor"])
+    ap.add_argument("--only", nargs="*", default=["strategies", "ablation", "predictor", "quality", "reality"])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--fresh", action="store_true", help="forget the runs already recorded")
+    ap.add_argument("--no-run", action="store_true", help="aggregate the runs recorded so far, run nothing")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     raw = OUT / "runs.jsonl"
@@ -237,7 +267,7 @@ def main() -> dict:
             if line.strip():
                 r = json.loads(line)
                 done[r["id"]] = r
-    todo = [t for t in tasks(args.only, args.seeds) if t["id"] not in done]
+    todo = [] if args.no_run else [t for t in tasks(args.only, args.seeds) if t["id"] not in done]
     # The longest first, so the two workers finish together.
     todo.sort(key=lambda t: -int(t["study"].rsplit("_", 1)[1]) * (20 if "tpe" in t["group"] else 1))
     start = time.perf_counter()
@@ -262,6 +292,17 @@ def main() -> dict:
         figure(study, runs, OUT / f"{study}.png")
         summary["studies"][study] = {g: {k: v[k] for k in v if k in ("best", "top10", "last_minus_first", "trained")
                                          or k.startswith("p_")} for g, v in agg.items()}
+    for name in ("quality", "reality"):
+        if name in args.only and not args.no_run:
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"surrogate_{name}.py")],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"surrogate_{name}.py failed:\n{proc.stderr[-3000:]}")
+            line = proc.stdout.strip().splitlines()[-1]
+            (ROOT / "bench" / "results" / f"surrogate_{name}.json").write_text(line + "\n")
+            summary[name] = {"wall_s": round(time.perf_counter() - t, 1)}
+    summary["wall_s"] = round(time.perf_counter() - start, 1)
     return summary
 
 
