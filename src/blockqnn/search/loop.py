@@ -339,7 +339,8 @@ class Search:
         if not reused and self.in_flight_keys.get(block.key) == episode:
             del self.in_flight_keys[block.key]
             waiting = self.waiting.pop(block.key, [])
-            if result.get("status") in RETRIED and waiting:  # no result to share: train the block again
+            if result.get("status") in RETRIED and waiting and not self._timed_out_enough(block.key):
+                # no result to share: train the block again
                 self.in_flight_keys[block.key] = waiting[0]
                 self.queue.append(waiting[0])
                 if waiting[1:]:
@@ -347,6 +348,14 @@ class Search:
             else:
                 for other in waiting:
                     self.ready[other] = (result, True, False)
+
+    def _timed_out_enough(self, key: str) -> bool:
+        """Whether the block's trained timeouts, recorded or arrived and not yet recorded,
+        reach search.max_attempts (its timeout is then reused, not trained again)."""
+        arrived = sum(1 for ep, (res, reused, predicted) in self.ready.items()
+                      if not reused and not predicted and res.get("status") == "timeout"
+                      and self.pending[ep][2].key == key)
+        return self.store.timeouts(key) + arrived >= self.max_attempts
 
     def _tell_ready(self) -> None:
         """Teach the agent the results that arrived. Asynchronous: in arrival order.

@@ -263,6 +263,11 @@ class SearchStore:
                                "AND status != 'running'").fetchall()
         return {r[0]: (r[1], json.loads(r[2])) for r in rows}
 
+    def timeouts(self, key: str) -> int:
+        """How many times the block with this key was trained and timed out."""
+        return self.db.execute("SELECT COUNT(*) FROM episodes WHERE key = ? AND status = 'timeout' AND reused = 0",
+                               (key,)).fetchone()[0]
+
     def measured(self) -> list[tuple[int, list, float]]:
         """(id, nsc, reward) of every block trained in this search (not reused, not predicted)."""
         rows = self.db.execute("SELECT id, nsc, reward FROM episodes WHERE status != 'running' AND reused = 0 "
