@@ -253,9 +253,13 @@ class SearchStore:
                               "AND predicted = 0 ORDER BY id LIMIT 1", (key,)).fetchone()
         if row:
             return _result(row)
-        timeouts = self.db.execute("SELECT * FROM episodes WHERE key = ? AND status = 'timeout' AND reused = 0 "
-                                   "ORDER BY id", (key,)).fetchall()
+        timeouts = self._timeouts(key)
         return _result(timeouts[-1]) if len(timeouts) >= max_attempts else None
+
+    def _timeouts(self, key: str) -> list[sqlite3.Row]:
+        """The trained (not reused) evaluations of this block that timed out, in order."""
+        return self.db.execute("SELECT * FROM episodes WHERE key = ? AND status = 'timeout' AND reused = 0 "
+                               "ORDER BY id", (key,)).fetchall()
 
     def predicted_told(self) -> dict[int, tuple[int, list]]:
         """episode -> (its index in the agent's memory, nsc) of every predicted episode taught."""
@@ -265,8 +269,7 @@ class SearchStore:
 
     def timeouts(self, key: str) -> int:
         """How many times the block with this key was trained and timed out."""
-        return self.db.execute("SELECT COUNT(*) FROM episodes WHERE key = ? AND status = 'timeout' AND reused = 0",
-                               (key,)).fetchone()[0]
+        return len(self._timeouts(key))
 
     def measured(self) -> list[tuple[int, list, float]]:
         """(id, nsc, reward) of every block trained in this search (not reused, not predicted)."""
