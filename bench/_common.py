@@ -10,6 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from blockqnn.compare import mean_ci  # noqa: E402,F401  (re-exported for the bench scripts)
+
 
 def run_search(overrides: list[str], prefix: str = "bq-bench-") -> tuple[Path, float]:
     folder = Path(tempfile.mkdtemp(prefix=prefix)) / "run"
@@ -28,17 +30,6 @@ def episodes(folder: Path) -> list[dict]:
     rows = [dict(r) for r in con.execute("SELECT * FROM episodes ORDER BY id")]
     con.close()
     return rows
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% confidence interval (Student t)."""
-    import numpy as np
-    from scipy import stats
-
-    a = np.asarray(values, dtype=float)
-    if len(a) < 2:
-        return float(a.mean()), float("nan")
-    return float(a.mean()), float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
 
 
 def parse_args(doc: str, positionals: dict[str, int], data: list[str]) -> argparse.Namespace:

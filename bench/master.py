@@ -8,7 +8,7 @@ timestamps: episodes per second overall and per 1,000-episode window (and the ra
 last window to the first), the master's cost per episode in the first and the last window
 (time per episode minus the evaluator's own ``wall_time``), the peak resident memory of the
 search process, the database size, the time to the first episode (start-up) and to the
-outputs after the last. For 11,392 it also kills a second search with SIGKILL near episode
+outputs after the last, and the time of ``python -m blockqnn.report`` on the result. For 11,392 it also kills a second search with SIGKILL near episode
 11,000 and times the resume to its first new episode, and checks the resumed search against
 the undisturbed one (every episode once, the same blocks).
 
@@ -106,6 +106,12 @@ def measure(episodes: int, logger: str) -> dict:
         "db_mb": round((folder / "search.db").stat().st_size / 2**20, 1),
         "folder": str(folder),
     }
+    t = time.perf_counter()
+    rep = subprocess.run([sys.executable, "-m", "blockqnn.report", str(folder)], capture_output=True, text=True,
+                         env=_env())
+    if rep.returncode != 0:
+        raise RuntimeError(f"report failed:\n{rep.stderr[-3000:]}")
+    out["report_s"] = round(time.perf_counter() - t, 1)  # python -m blockqnn.report, start-up included
     return out
 
 

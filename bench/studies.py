@@ -47,7 +47,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per worker process
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ROOT, compose_search, mean_ci  # noqa: E402
+from _common import ROOT, compose_search  # noqa: E402
+
+from blockqnn.compare import mean_ci, paired_p, summarize  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "studies"
 GRID = 60  # points of the curves
@@ -113,38 +115,6 @@ def tasks(only: list[str], seeds: int) -> list[dict]:
     return out
 
 
-def summarize(rows: list[dict], grid: int = GRID) -> dict:
-    """One search's figures: best-so-far and top-10 mean (distinct measured blocks) at ``grid``
-    points, mean reward per epsilon stage, trainings (measured, not reused or predicted)."""
-    n = len(rows)
-    points = sorted({max(1, round(n * (i + 1) / grid)) for i in range(grid)})
-    best_by_key: dict[str, float] = {}
-    best, curve_best, curve_top = float("-inf"), [], []
-    trained = 0
-    at = iter(points)
-    nxt = next(at)
-    for i, r in enumerate(rows, 1):
-        if r["status"] not in ("running", "failed") and not r["predicted"] and r["reward"] is not None:
-            best = max(best, r["reward"])
-            if r["key"] not in best_by_key:
-                best_by_key[r["key"]] = r["reward"]
-            if not r["reused"]:
-                trained += 1
-        if i == nxt:
-            curve_best.append(best)
-            curve_top.append(float(np.mean(sorted(best_by_key.values(), reverse=True)[:10])))
-            nxt = next(at, None)
-    stages: dict[float, list[float]] = {}
-    for r in rows:
-        if r["reward"] is not None and r["status"] != "failed":
-            stages.setdefault(r["epsilon"], []).append(r["reward"])
-    eps = sorted(stages, reverse=True)
-    return {"episodes": n, "points": points, "best_curve": curve_best, "top10_curve": curve_top,
-            "best": best, "top10": curve_top[-1], "stages": {str(e): float(np.mean(stages[e])) for e in eps},
-            "first": float(np.mean(stages[eps[0]])), "last": float(np.mean(stages[eps[-1]])),
-            "trained": trained, "predicted": sum(int(r["predicted"]) for r in rows)}
-
-
 def run_one(task: dict) -> dict:
     from rich.console import Console
 
@@ -159,12 +129,10 @@ def run_one(task: dict) -> dict:
         rows = store.episodes()
         store.close()
     return {"id": task["id"], "study": task["study"], "group": task["group"], "seed": task["seed"],
-            "overrides": task["overrides"], **summarize(rows), "wall_s": round(time.perf_counter() - t, 1)}
+            "overrides": task["overrides"], **summarize(rows, GRID), "wall_s": round(time.perf_counter() - t, 1)}
 
 
 def aggregate(runs: list[dict], reference: str) -> dict:
-    from scipy.stats import wilcoxon
-
     groups: dict[str, list[dict]] = {}
     for r in sorted(runs, key=lambda r: r["seed"]):
         groups.setdefault(r["group"], []).append(r)
@@ -183,8 +151,7 @@ def aggregate(runs: list[dict], reference: str) -> dict:
                 pairs = [(ref[r["seed"]][k], r[k]) for r in rs if r["seed"] in ref]
                 if len(pairs) >= 5:
                     a, b = zip(*pairs)
-                    g[f"p_{k}_vs_{reference}"] = (round(float(wilcoxon(a, b).pvalue), 4)
-                                                  if any(x != y for x, y in pairs) else 1.0)
+                    g[f"p_{k}_vs_{reference}"] = round(paired_p(list(a), list(b)), 4)
         out[name] = g
     return out
 

@@ -4,33 +4,23 @@ notebooks/analysis.ipynb and by ``python -m blockqnn.report``."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 
-from blockqnn.errors import ConfigError
 from blockqnn.search.outputs import ranked
-from blockqnn.search.store import parts_of, read_agent_state
+from blockqnn.search.store import parts_of, read_run
 from blockqnn.space.nsc import SHORT_NAMES, Block, LayerType
 
 
 def load_run(run_dir: str | Path) -> dict:
     """Episodes and agent state of a run folder (read-only)."""
     run_dir = Path(run_dir)
-    db = run_dir / "search.db"
-    if not db.is_file():
-        raise ConfigError(f"{run_dir} has no search.db: not a search run folder")
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    con.row_factory = sqlite3.Row
-    try:
-        episodes = [dict(r) for r in con.execute("SELECT * FROM episodes ORDER BY id")]
-        state, parts = read_agent_state(con) or ({}, {})
-    except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"{db} cannot be read: {exc}") from None
-    finally:
-        con.close()
+    saved = read_run(run_dir)
+    episodes = saved["episodes"]
+    state, parts = saved["agent"] or ({}, {})
     agent = state.get("agent")
     parts = parts_of(parts, "agent")
     if agent and parts:  # the agent's whole state, as its state_dict() gives it
@@ -46,20 +36,37 @@ def finished(run: dict) -> list[dict]:
     return [e for e in run["episodes"] if e["status"] != "running" and e["reward"] is not None]
 
 
-def fig_rewards(run: dict):
-    eps = finished(run)
-    fig, ax = plt.subplots(figsize=(8, 4))
+def fig_rewards(run: dict | list[dict]):
+    """Reward per episode coloured by epsilon, the best so far, and the mean reward of each
+    iteration with a band of one standard deviation (the paper's figure). Readable at the paper's
+    11,392 episodes: the dots shrink and fade as their number grows, and are rasterised."""
+    eps = finished(run) if isinstance(run, dict) else [e for e in run if e["status"] != "running"
+                                                         and e["reward"] is not None]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     if eps:
+        n = len(eps)
+        size, alpha = (14, 0.9) if n <= 500 else (4, 0.5) if n <= 3000 else (2, 0.25)
         sc = ax.scatter([e["id"] for e in eps], [e["reward"] for e in eps], c=[e["epsilon"] for e in eps],
-                        cmap="viridis", vmin=0, vmax=1, s=14)
+                        cmap="viridis", vmin=0, vmax=1, s=size, alpha=alpha, linewidths=0, rasterized=True)
+        by_iter: dict[int, list[dict]] = {}
+        for e in eps:
+            by_iter.setdefault(e["iteration"], []).append(e)
+        if len(by_iter) > 1:
+            x = [sum(e["id"] for e in v) / len(v) for _, v in sorted(by_iter.items())]
+            r = [np.array([e["reward"] for e in v]) for _, v in sorted(by_iter.items())]
+            m = np.array([a.mean() for a in r])
+            sd = np.array([a.std() for a in r])
+            ax.fill_between(x, m - sd, m + sd, color="black", alpha=0.15, linewidth=0, label="iteration mean ± sd")
+            ax.plot(x, m, color="black", linewidth=1.2)
         best, top = [], float("-inf")
         for e in eps:
             top = max(top, e["reward"])
             best.append(top)
         ax.plot([e["id"] for e in eps], best, color="crimson", label="best so far")
-        fig.colorbar(sc, ax=ax, label="epsilon")
-        ax.legend(loc="lower right")
-    ax.set(xlabel="episode", ylabel="reward", title="Reward per episode")
+        cb = fig.colorbar(sc, ax=ax, label="epsilon")
+        cb.solids.set_alpha(1)
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set(xlabel="episode", ylabel="reward", title="BlockQNN search: reward per episode")
     fig.tight_layout()
     return fig
 

@@ -58,6 +58,10 @@ class Agent(ABC):
         the predictor's refreshed estimates. Q-learning relearns from its replay memory, so it
         takes them; the baselines (random search, evolution, TPE) keep what they were told."""
 
+    def compact(self) -> None:
+        """Let the next checkpoint save the state in the form that restores fastest (the search
+        has ended). Q-learning snapshots its table; the others have one form only."""
+
     def checkpoint(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """(small state, {part: {key: value changed since the last checkpoint}})."""
         return self.state_dict(), {}

@@ -213,6 +213,10 @@ class QLearningAgent(Agent):
         if changed:
             self._snapshot_due = True
 
+    def compact(self) -> None:
+        if self._snapshot_told != self.told:
+            self._snapshot_due = True
+
     def q_value(self, state: tuple, action: tuple) -> float:
         return self.q.get(tuple(state), {}).get(tuple(action), self.q_init)
 

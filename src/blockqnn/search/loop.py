@@ -241,6 +241,7 @@ class Search:
                         for ep, result in executor.wait():
                             self._arrived(ep, result, reused=False)
                         self._tell_ready()
+                self.agent.compact()  # a finished search's state restores fast (reports, extensions)
                 self._commit()
         except SearchFailed:  # raised after its episode was written: the state is consistent
             self._commit()

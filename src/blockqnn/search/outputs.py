@@ -44,22 +44,8 @@ def write_outputs(run_dir: Path, episodes: list[dict], topk: int = 10) -> dict |
 def plot_rewards(episodes: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    done = [e for e in episodes if e["status"] != "running" and e["reward"] is not None]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    if done:
-        xs = [e["id"] for e in done]
-        sc = ax.scatter(xs, [e["reward"] for e in done], c=[e["epsilon"] for e in done], cmap="viridis",
-                        vmin=0, vmax=1, s=14)
-        best, run = [], float("-inf")
-        for e in done:
-            run = max(run, e["reward"])
-            best.append(run)
-        ax.plot(xs, best, color="crimson", label="best so far")
-        fig.colorbar(sc, ax=ax, label="epsilon")
-        ax.legend(loc="lower right")
-    ax.set_xlabel("episode")
-    ax.set_ylabel("reward")
-    ax.set_title("BlockQNN search: reward per episode")
-    fig.tight_layout()
+    from blockqnn.analysis import fig_rewards
+
+    fig = fig_rewards(episodes)
     fig.savefig(path, dpi=110)
     plt.close(fig)

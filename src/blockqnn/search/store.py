@@ -82,6 +82,27 @@ def read_agent_state(db: sqlite3.Connection) -> Checkpoint | None:
     return json.loads(row[0]), parts
 
 
+def read_run(run_dir: Path, agent: bool = True) -> dict[str, Any]:
+    """A run folder's search.db, read-only: its episodes (id order), its meta entries, and with
+    ``agent`` its saved agent state and parts (None when never saved). ConfigError when the
+    folder holds no readable search.db."""
+    from blockqnn.errors import ConfigError
+
+    db = Path(run_dir) / "search.db"
+    if not db.is_file():
+        raise ConfigError(f"{run_dir} has no search.db: not a search run folder")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con.row_factory = sqlite3.Row
+    try:
+        return {"episodes": [dict(r) for r in con.execute("SELECT * FROM episodes ORDER BY id")],
+                "meta": dict(tuple(r) for r in con.execute("SELECT name, value FROM meta")),
+                "agent": read_agent_state(con) if agent else None}
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{db} cannot be read: {exc}") from None
+    finally:
+        con.close()
+
+
 def parts_of(parts: dict[str, dict[str, Any]], owner: str) -> dict[str, dict[str, Any]]:
     """The parts saved under ``owner.`` (e.g. the agent's), with that prefix removed."""
     return {k.removeprefix(owner + "."): v for k, v in parts.items() if k.startswith(owner + ".")}
