@@ -206,3 +206,35 @@ def test_subset_on_streaming_image_folder(tmp_path):
     with pytest.raises(ConfigError, match="data.subset=99 is larger than the 18 images"):
         build_datamodule({"name": "image_folder", "root": str(tmp_path), "in_memory": False, "num_workers": 0,
                           "subset": 99}, 4, 0).setup()
+
+
+@pytest.mark.parametrize("augment", [{}, {"crop_padding": 2, "flip": True, "cutout": 3}])
+def test_channels_last_storage_gives_the_same_batches_in_the_networks_layout(augment):
+    from blockqnn.data.tensors import TensorLoader, TensorSplit
+
+    cl = torch.channels_last
+    images = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8)
+    plain = TensorSplit(images, torch.arange(20))
+    nhwc = plain.to("cpu", cl)
+    assert nhwc.images.is_contiguous(memory_format=cl) and not nhwc.images.is_contiguous()
+    a = list(TensorLoader(plain, 6, shuffle=True, augment=augment, seed=1))
+    b = list(TensorLoader(nhwc, 6, shuffle=True, augment=augment, seed=1))
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    assert all(q[0].is_contiguous(memory_format=cl) for q in b)  # no layout copy left for the network
+    assert all(p[0].is_contiguous() for p in a)
+
+
+def test_the_evaluator_stores_the_data_in_the_networks_layout():
+    from tests.conftest import lightning_evaluator
+
+    cl = torch.channels_last
+    small = ("debug=smoke", "data=synthetic", "data.train_size=64", "data.test_size=16")  # 3 channels
+    on = lightning_evaluator(*small, "network.channels_last=true").datamodule
+    off = lightning_evaluator(*small).datamodule
+    for split in (on._train, on._val):
+        assert split.images.is_contiguous(memory_format=cl) and not split.images.is_contiguous()
+    assert off._train.images.is_contiguous() and not off._train.images.is_contiguous(memory_format=cl)
+    x, _ = next(iter(on.train_dataloader()))
+    assert x.is_contiguous(memory_format=cl)
+    result = lightning_evaluator(*small, "network.channels_last=true")([[1, 1, 3, 0, 0], [2, 1, 3, 1, 0]])
+    assert result["status"] == "ok" and 0.0 <= result["accuracy"] <= 1.0  # trains end to end in NHWC

@@ -233,6 +233,8 @@ class TensorDataModule(L.LightningDataModule):
         self._test_loader: Callable[[], TensorSplit] | None = None
         self._test: TensorSplit | None = None
         self.test_reads = 0  # how often the test split was read (must stay 0 in a search)
+        # The images' layout on the device: channels_last when the network is (set before setup).
+        self.memory_format = torch.contiguous_format
 
     # Lightning calls setup() on every process; loading is cached so it happens once.
     def setup(self, stage: str | None = None) -> None:
@@ -255,7 +257,7 @@ class TensorDataModule(L.LightningDataModule):
             sample = sample / 255.0
         self.mean = sample.mean(dim=(0, 2, 3))
         self.std = sample.std(dim=(0, 2, 3)).clamp_min(1e-6)
-        self._train, self._val = train.to(self.device), val.to(self.device)
+        self._train, self._val = train.to(self.device, self.memory_format), val.to(self.device, self.memory_format)
 
     @property
     def num_classes(self) -> int:
@@ -280,7 +282,7 @@ class TensorDataModule(L.LightningDataModule):
         self.setup()
         if self._test is None:
             self.test_reads += 1
-            self._test = resized(self._test_loader(), self.resize).to(self.device)
+            self._test = resized(self._test_loader(), self.resize).to(self.device, self.memory_format)
         return TensorLoader(self._test, self.eval_batch_size)
 
 
@@ -293,6 +295,14 @@ def image_folder_datamodule(in_memory: bool, num_workers: int, batch_size: int, 
             raise ConfigError("data.resize is for in-memory data; streamed image folders use data.input_size")
         return StreamingImageFolder(batch_size=batch_size, seed=seed, num_workers=num_workers, **cfg)
     return TensorDataModule(batch_size=batch_size, seed=seed, device=device, augment=augment, **cfg)
+
+
+def store_as(dm, channels_last: bool):
+    """Hold an in-memory data module's images in the network's layout (before its setup);
+    streamed and other data modules are left as they are (the network converts their batches)."""
+    if channels_last and hasattr(dm, "memory_format"):
+        dm.memory_format = torch.channels_last
+    return dm
 
 
 def build_datamodule(data_cfg: dict, batch_size: int, seed: int, device: str = "cpu"):

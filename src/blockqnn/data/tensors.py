@@ -23,8 +23,10 @@ class TensorSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device) -> "TensorSplit":
-        return TensorSplit(self.images.to(device), self.labels.to(device))
+    def to(self, device, memory_format: torch.memory_format = torch.contiguous_format) -> "TensorSplit":
+        """On ``device``, the images in ``memory_format`` (``torch.channels_last`` when the
+        network runs NHWC: batches then come in its layout with no per-batch copy)."""
+        return TensorSplit(self.images.to(device).contiguous(memory_format=memory_format), self.labels.to(device))
 
     def subset(self, index: torch.Tensor) -> "TensorSplit":
         return TensorSplit(self.images[index], self.labels[index])
@@ -32,7 +34,8 @@ class TensorSplit:
 
 def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Per-sample random crop (zero padding) and horizontal flip of a batch (N, C, H, W), drawn
-    with ``generator`` on the batch's device (no host-to-device copy or sync per batch)."""
+    with ``generator`` on the batch's device (no host-to-device copy or sync per batch). The
+    result keeps the batch's memory format (channels_last in, channels_last out)."""
     n, _, h, w = x.shape
     dev = x.device
     if padding:
@@ -42,8 +45,12 @@ def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch
         rows = (dy[:, None] + torch.arange(h, device=dev)[None]).view(n, 1, h, 1)
         cols = (dx[:, None] + torch.arange(w, device=dev)[None]).view(n, 1, 1, w)
         batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
-        chan = torch.arange(x.shape[1], device=dev).view(1, -1, 1, 1)
-        x = padded[batch, chan, rows, cols]
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            # Gather whole pixels (N, H, W, C) from the NHWC storage: the result is NHWC too.
+            x = padded.permute(0, 2, 3, 1)[batch.view(n, 1, 1), rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+        else:
+            chan = torch.arange(x.shape[1], device=dev).view(1, -1, 1, 1)
+            x = padded[batch, chan, rows, cols]
     if flip:
         mask = (torch.rand(n, generator=generator, device=dev) < 0.5).view(n, 1, 1, 1)
         x = torch.where(mask, x.flip(3), x)

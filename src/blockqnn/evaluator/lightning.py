@@ -46,8 +46,11 @@ class LightningEvaluator:
         if self._dm is None:
             from blockqnn.config import build
 
-            self._dm = build(self.run.data, "data", batch_size=int(self.run.recipe.batch_size),
-                             seed=int(self.run.seed), device=self.device)
+            from blockqnn.data.modules import store_as
+
+            self._dm = store_as(build(self.run.data, "data", batch_size=int(self.run.recipe.batch_size),
+                                      seed=int(self.run.seed), device=self.device),
+                                bool(self.run.network.get("channels_last", False)))
             self._dm.setup("fit")
         return self._dm
 
