@@ -628,7 +628,7 @@ def test_pool_workers_gpus_map_through_the_parents_cuda_visible_devices(monkeypa
     assert [visible_device(i) for i in (0, 1)] == ["3", "5"]
     pool = PoolExecutor({"evaluator": {}}, workers_per_gpu=2, cpu_workers=1, gpus=[1, 0],
                         threads_per_cpu_worker=1, max_retries=1)
-    assert [env["CUDA_VISIBLE_DEVICES"] for env, _, _ in pool.devices] == ["5", "3"]
+    assert [env["CUDA_VISIBLE_DEVICES"] for env, _ in pool.workers] == ["5", "5", "3", "3"]
     pool.close()
     with pytest.raises(ConfigError, match="shows 2"):
         visible_device(2)

@@ -3,11 +3,20 @@
 * ``LocalExecutor`` evaluates in this process, one at a time.
 * ``PoolExecutor`` runs local worker processes (spawned, so no CUDA state is inherited), by
   default one per GPU, each bound to its device through CUDA_VISIBLE_DEVICES, or two
-  single-threaded CPU workers when there is no GPU. A worker that dies (a segfault, the OOM
-  killer) takes its evaluations with it; they are submitted again, up to ``max_retries``.
+  single-threaded CPU workers when there is no GPU. Each worker is its own one-process pool,
+  so a worker that dies (a segfault, the OOM killer) takes only its own evaluation with it;
+  that evaluation is submitted again, up to ``max_retries`` times, then recorded ``failed``.
 * ``RayExecutor`` submits each evaluation as a Ray task with its resource request, to a local
   Ray instance (loopback only, no dashboard) or an existing cluster (``address``); Ray retries
   tasks lost with a worker or a node, and results are taken as they finish (``ray.wait``).
+
+Every executor enforces ``evaluator.timeout_s`` itself, as a backstop behind the evaluator's
+own time limit (which stops training between batches): an evaluation still running
+:func:`hard_limit` seconds after it began is stopped and recorded as ``timeout``. Local:
+SIGALRM interrupts it in this process. Pool: its worker process is killed and replaced (the
+worker tells the master when it began). Ray: SIGALRM interrupts it in its worker, and a task
+still running ``RAY_SLACK_S`` later (a hang no signal reaches) is cancelled with
+``force=True``, which kills its worker.
 
 All follow :class:`Executor`: built with the evaluator (a spec from
 :func:`blockqnn.evaluator.evaluator_spec`, from which each worker builds its own evaluator
@@ -21,6 +30,9 @@ refused (a typo in ``executor.*`` is an error, not a silent default).
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import time
 from collections import deque
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -52,19 +64,67 @@ def _build(evaluator: dict | Evaluator) -> Evaluator:
     return make_evaluator(evaluator)
 
 
+def hard_limit(timeout_s: float | None) -> float | None:
+    """Seconds after which an executor stops an evaluation: ``evaluator.timeout_s`` plus a
+    grace (10%, at least 2 s, at most 60 s) for the evaluator's own limit to act first."""
+    if timeout_s is None:
+        return None
+    t = float(timeout_s)
+    return t + min(60.0, max(2.0, 0.1 * t))
+
+
+def _timeout_of(evaluator: dict | Evaluator) -> float | None:
+    if isinstance(evaluator, dict):
+        return (evaluator.get("evaluator") or {}).get("timeout_s")
+    return getattr(evaluator, "timeout_s", None)
+
+
+def _stopped(timeout_s: float, how: str) -> dict:
+    return empty_result("timeout", f"the evaluation ran past evaluator.timeout_s={float(timeout_s):g} s "
+                                   f"and was stopped by the executor ({how})")
+
+
+class _HardTimeout(BaseException):
+    """Raised in the evaluating thread by SIGALRM (a BaseException: no handler of the
+    evaluation's own swallows it)."""
+
+
+def _evaluate_with_alarm(evaluate: Evaluator, nsc: list, timeout_s: float | None, where: str) -> dict:
+    """``evaluate(nsc)`` interrupted by SIGALRM :func:`hard_limit` seconds after it starts: at
+    its next Python instruction (a sleep or a lock wait included). Only a main thread gets
+    signals; elsewhere the evaluator's own limit is the only one in this process. Nothing is
+    left running: the evaluation is this thread."""
+    limit = hard_limit(timeout_s)
+    alarm = limit is not None and threading.current_thread() is threading.main_thread()
+    if alarm:
+        def _raise(signum, frame):
+            raise _HardTimeout()
+
+        previous = signal.signal(signal.SIGALRM, _raise)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        return evaluate(nsc)
+    except _HardTimeout:
+        return _stopped(timeout_s, f"interrupted {where}")
+    except Exception as exc:  # noqa: BLE001 - a bug: recorded as failed, with its traceback
+        return failure(exc, "the evaluation raised")
+    finally:
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
 class LocalExecutor:
     """In process, one evaluation at a time (the default)."""
 
     def __init__(self, evaluator: dict | Evaluator):
         self.evaluate = _build(evaluator)
+        self.timeout_s = _timeout_of(evaluator)
         self.slots = 1
         self._done: deque = deque()
 
     def submit(self, tag: Any, nsc: list) -> None:
-        try:
-            result = self.evaluate(nsc)
-        except Exception as exc:  # noqa: BLE001 - a bug: recorded as failed, with its traceback
-            result = failure(exc, "the evaluation raised")
+        result = _evaluate_with_alarm(self.evaluate, nsc, self.timeout_s, "in this process")
         self._done.append((tag, result))
 
     def wait(self) -> list[tuple[Any, dict]]:
@@ -83,10 +143,9 @@ class LocalExecutor:
 _WORKER: dict[str, Any] = {}  # this worker process's evaluator (pool workers)
 
 
-def _worker_init(env: dict[str, str], threads: int, spec: dict) -> None:
-    import signal
-
+def _worker_init(env: dict[str, str], threads: int, spec: dict, started=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the master's to handle
+    _WORKER["started"] = started  # shared with the master: when the current evaluation began
     os.environ.update(env)
     import torch
 
@@ -101,6 +160,8 @@ def _pool_evaluate(nsc: list, accelerator: str | None) -> dict:
         if accelerator is not None:
             spec = {**spec, "trainer": {**spec["trainer"], "accelerator": accelerator}}
         _WORKER["evaluator"] = _build(spec)
+    if _WORKER.get("started") is not None:  # the master's time limit counts from here
+        _WORKER["started"].value = time.time()
     return _WORKER["evaluator"](nsc)
 
 
@@ -127,74 +188,115 @@ def visible_device(index: int) -> str:
 
 
 class PoolExecutor:
-    """Local worker processes, one pool per device."""
+    """Local worker processes: one single-process pool per worker slot, so killing or losing a
+    worker touches its own evaluation only."""
 
     def __init__(self, evaluator: dict, workers_per_gpu: int, cpu_workers: int, gpus: list[int] | None,
                  threads_per_cpu_worker: int, max_retries: int):
         if callable(evaluator):
             raise ConfigError("the pool executor needs an evaluator spec (its workers build their own)")
         self.spec = evaluator
+        self.timeout_s = _timeout_of(evaluator)
+        self.hard = hard_limit(self.timeout_s)
         gpus = list(range(gpu_count())) if gpus is None else list(gpus)
         if workers_per_gpu < 1 or cpu_workers < 1:
             raise ConfigError("executor.workers_per_gpu and executor.cpu_workers must be at least 1")
         if gpus:
-            self.devices = [({"CUDA_VISIBLE_DEVICES": visible_device(g)}, int(workers_per_gpu), 2) for g in gpus]
+            devices = [({"CUDA_VISIBLE_DEVICES": visible_device(g)}, int(workers_per_gpu), 2) for g in gpus]
         else:
-            self.devices = [({"CUDA_VISIBLE_DEVICES": ""}, int(cpu_workers), int(threads_per_cpu_worker))]
+            devices = [({"CUDA_VISIBLE_DEVICES": ""}, int(cpu_workers), int(threads_per_cpu_worker))]
+        # One slot per worker: (environment, threads).
+        self.workers = [(env, threads) for env, n, threads in devices for _ in range(n)]
         self.max_retries = int(max_retries)
-        self.slots = sum(n for _, n, _ in self.devices)
-        self.pools = [self._pool(i) for i in range(len(self.devices))]
-        self.futures: dict = {}  # future -> (tag, nsc, device index, tries)
-        self._retry: list = []
+        self.slots = len(self.workers)
+        self.started: list = [None] * self.slots  # per slot: shared time its evaluation began (0: not yet)
+        self.pools = [self._pool(i) for i in range(self.slots)]
+        self.futures: dict = {}  # future -> (tag, nsc, slot, tries)
+        self._killed: set = set()  # futures whose worker was killed for running past the limit
         self.retries = 0  # evaluations submitted again after their worker died
+        self.replaced = 0  # workers started again after one died or was killed
 
     def _pool(self, i: int):
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        env, n, threads = self.devices[i]
-        return ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                   initargs=(env, threads, self.spec))
-
-    def _load(self, i: int) -> int:
-        return sum(1 for v in self.futures.values() if v[3] == i)
+        env, threads = self.workers[i]
+        ctx = mp.get_context("spawn")
+        self.started[i] = ctx.Value("d", 0.0, lock=False)
+        return ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(env, threads, self.spec, self.started[i]))
 
     def submit(self, tag: Any, nsc: list, tries: int = 0) -> None:
-        i = min(range(len(self.pools)), key=lambda d: self._load(d) / self.devices[d][1])
+        busy = {v[2] for v in self.futures.values()}
+        free = [i for i in range(self.slots) if i not in busy]
+        i = free[0] if free else min(range(self.slots), key=lambda d: sum(v[2] == d for v in self.futures.values()))
         # GPU workers see their one device as cuda:0; CPU workers train on the CPU.
-        accelerator = None if self.devices[i][0]["CUDA_VISIBLE_DEVICES"] else "cpu"
-        self.futures[self.pools[i].submit(_pool_evaluate, nsc, accelerator)] = (tag, nsc, i, tries)
+        accelerator = None if self.workers[i][0]["CUDA_VISIBLE_DEVICES"] else "cpu"
+        self.started[i].value = 0.0
+        fut = self.pools[i].submit(_pool_evaluate, nsc, accelerator)
+        self.futures[fut] = (tag, nsc, i, tries)
 
-    def wait(self) -> list[tuple[Any, dict]]:
+    def _kill(self, i: int) -> None:
+        for proc in list(getattr(self.pools[i], "_processes", {}).values()):  # the slot's one worker
+            try:
+                proc.kill()
+            except (OSError, ValueError):
+                pass
+
+    def _wait(self):
+        """Futures done, after killing the workers of evaluations past the hard limit (counted
+        from when the worker began the evaluation, so a cold worker's start-up is not)."""
         from concurrent.futures import FIRST_COMPLETED
         from concurrent.futures import wait as wait_futures
+
+        while True:
+            timeout = None
+            if self.hard is not None:
+                now = time.time()
+                live = [v[2] for f, v in self.futures.items() if f not in self._killed]
+                begun = [self.started[i].value for i in live if self.started[i].value > 0]
+                waits = [max(0.0, b + self.hard - now) for b in begun]
+                if len(begun) < len(live):
+                    waits.append(0.5)  # look again for evaluations that begin
+                timeout = min(waits) if waits else None
+            done, _ = wait_futures(list(self.futures), timeout=timeout, return_when=FIRST_COMPLETED)
+            if done:
+                return done
+            now = time.time()
+            for fut, (_, _, i, _) in self.futures.items():
+                began = self.started[i].value
+                if fut not in self._killed and began > 0 and now >= began + self.hard:
+                    self._killed.add(fut)
+                    self._kill(i)
+
+    def wait(self) -> list[tuple[Any, dict]]:
         from concurrent.futures.process import BrokenProcessPool
 
         if not self.futures:
             return []
-        done, _ = wait_futures(list(self.futures), return_when=FIRST_COMPLETED)
-        out, broken = [], set()
-        for fut in done:
+        out, retry = [], []
+        for fut in self._wait():
             tag, nsc, i, tries = self.futures.pop(fut)
+            killed = fut in self._killed
+            self._killed.discard(fut)
             try:
                 out.append((tag, fut.result()))
+                continue
             except BrokenProcessPool:
-                broken.add(i)
-                if tries < self.max_retries:
-                    self._retry.append((tag, nsc, tries + 1))
+                if killed:
+                    out.append((tag, _stopped(self.timeout_s, "its worker process was killed and replaced")))
+                elif tries < self.max_retries:
+                    retry.append((tag, nsc, tries + 1))
                 else:
                     out.append((tag, empty_result("failed", f"the worker process died {tries + 1} times "
                                                             "evaluating this block")))
             except Exception as exc:  # noqa: BLE001 - a bug in the evaluation: failed, with its traceback
                 out.append((tag, failure(exc, "the evaluation raised")))
-        for i in broken:  # a dead worker breaks its whole pool: start a new one
+                continue
+            # The slot's worker is gone: a new one takes its place.
             self.pools[i].shutdown(wait=False, cancel_futures=True)
-            for fut, (tag, nsc, d, tries) in list(self.futures.items()):
-                if d == i:
-                    self.futures.pop(fut)
-                    self._retry.append((tag, nsc, tries))
             self.pools[i] = self._pool(i)
-        retry, self._retry = self._retry, []
+            self.replaced += 1
         for tag, nsc, tries in retry:
             self.retries += 1
             self.submit(tag, nsc, tries)
@@ -205,8 +307,15 @@ class PoolExecutor:
         return len(self.futures)
 
     def close(self) -> None:
-        for pool in self.pools:
+        busy = {v[2] for v in self.futures.values()}
+        for i, pool in enumerate(self.pools):
+            if i in busy:  # a worker still evaluating (perhaps hung) must not outlive the search
+                self._kill(i)
             pool.shutdown(wait=False, cancel_futures=True)
+        self.futures.clear()
+
+
+RAY_SLACK_S = 60.0  # see RayExecutor._ready
 
 
 def _ray_evaluate(nsc: list, spec: dict) -> dict:
@@ -218,7 +327,8 @@ def _ray_evaluate(nsc: list, spec: dict) -> dict:
     if _WORKER.get("ray_key") != key:
         _WORKER.pop("ray_evaluator", None)
         _WORKER["ray_evaluator"], _WORKER["ray_key"] = _build(spec), key
-    return _WORKER["ray_evaluator"](nsc)
+    timeout_s = (spec.get("evaluator") or {}).get("timeout_s")
+    return _evaluate_with_alarm(_WORKER["ray_evaluator"], nsc, timeout_s, "in its Ray worker")
 
 
 class RayExecutor:
@@ -245,6 +355,8 @@ class RayExecutor:
                 ray.init(num_cpus=local_cpus, include_dashboard=include_dashboard, log_to_driver=False,
                          configure_logging=False)
         self.ray = ray
+        self.timeout_s = _timeout_of(evaluator)
+        self.hard = hard_limit(self.timeout_s)
         self.num_gpus = float(num_gpus)
         spec = evaluator
         if not self.num_gpus and "trainer" in evaluator:  # CPU tasks train on the CPU
@@ -260,22 +372,44 @@ class RayExecutor:
         if fits < 1:
             raise ConfigError(f"the Ray cluster cannot fit one task of {num_cpus} CPUs and {num_gpus} GPUs")
         self.slots = int(max_in_flight or fits)
-        self.refs: dict = {}
+        self.refs: dict = {}  # ref -> (tag, submitted)
+        self._killed: set = set()  # refs cancelled for running past the hard limit
 
     def submit(self, tag: Any, nsc: list) -> None:
-        self.refs[self.task.remote(nsc, self.spec_ref)] = tag
+        self.refs[self.task.remote(nsc, self.spec_ref)] = (tag, time.monotonic())
+
+    def _ready(self) -> list:
+        """Refs finished, after force-cancelling the tasks still running ``RAY_SLACK_S`` past
+        the hard limit counted from their submission (the task interrupts itself at the hard
+        limit counted from its start; this backstop is for a hang that no signal reaches, and
+        its slack covers a worker's start-up and a wait for resources)."""
+        while True:
+            timeout = None
+            if self.hard is not None:
+                live = [t for r, (_, t) in self.refs.items() if r not in self._killed]
+                timeout = max(0.0, min(live) + self.hard + RAY_SLACK_S - time.monotonic()) if live else None
+            ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=timeout)
+            if ready:
+                return ready
+            now = time.monotonic()
+            for ref, (_, submitted) in self.refs.items():
+                if ref not in self._killed and now >= submitted + self.hard + RAY_SLACK_S:
+                    self._killed.add(ref)
+                    self.ray.cancel(ref, force=True)
 
     def wait(self) -> list[tuple[Any, dict]]:
         if not self.refs:
             return []
-        ready, _ = self.ray.wait(list(self.refs), num_returns=1)
         out = []
-        for ref in ready:
-            tag = self.refs.pop(ref)
+        for ref in self._ready():
+            tag, _ = self.refs.pop(ref)
+            killed = ref in self._killed
+            self._killed.discard(ref)
             try:
                 out.append((tag, self.ray.get(ref)))
-            except Exception as exc:  # noqa: BLE001 - a bug, or a task lost beyond its retries
-                out.append((tag, failure(exc, "the Ray task raised")))
+            except Exception as exc:  # noqa: BLE001 - cancelled, a bug, or a task lost beyond its retries
+                out.append((tag, _stopped(self.timeout_s, "its Ray task was cancelled with force=True")
+                            if killed else failure(exc, "the Ray task raised")))
         return out
 
     @property
@@ -283,4 +417,11 @@ class RayExecutor:
         return len(self.refs)
 
     def close(self) -> None:
-        pass
+        """Cancel the tasks still in flight (an interrupted search leaves nothing running on the
+        cluster; a resumed one submits them again)."""
+        for ref in self.refs:
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - already finished or lost
+                pass
+        self.refs.clear()

@@ -141,14 +141,16 @@ class SurrogateEvaluator:
     """``evaluator(nsc) -> result`` from the BlockQNN-Bench surrogate. ``table``: the table
     (null: the repository's); ``model``: ``gbt`` or ``forest``; ``noise_std``: null for the
     table's measured seed-to-seed standard deviation, or a number; ``num_classes``: for data
-    whose class count is not known without loading it (image_folder). ``devices`` and
-    ``timeout_s`` are accepted for parity with the Lightning evaluator and unused."""
+    whose class count is not known without loading it (image_folder). ``devices`` is accepted
+    for parity with the Lightning evaluator and unused; ``timeout_s`` is kept for the executors,
+    which stop an evaluation running past it (the surrogate itself answers at once)."""
 
     trains = False  # no device, no data: GPU and data checks do not apply
 
     def __init__(self, run: DictConfig | dict, table: str | None, model: str, noise_std: float | None,
                  num_classes: int | None, devices: int, timeout_s: float | None):
         self.run = run if isinstance(run, DictConfig) else OmegaConf.create(run)
+        self.timeout_s = None if timeout_s is None else float(timeout_s)
         self.table = Path(table) if table else DEFAULT_TABLE
         if model not in MODELS:
             raise ConfigError(f"evaluator.model={model!r}: known models: {', '.join(MODELS)}")
