@@ -54,7 +54,8 @@ from blockqnn.compare import mean_ci, paired_p, summarize  # noqa: E402
 OUT = ROOT / "bench" / "results" / "studies"
 GRID = 60  # points of the curves
 
-SMALL = ["space.max_layers=10"]  # the bench proxy's space
+# The bench proxy's space and the paper's reward constants (the default search's are for small data).
+SMALL = ["space.max_layers=10", "reward.mu=1.0", "reward.rho=8.0"]
 BUDGETS = {
     80: [*SMALL, "agent.epsilon_schedule=short", "agent.batch_size=8"],
     496: [*SMALL, "agent.epsilon_schedule=[[1.0,15],[0.5,8],[0.1,8]]", "agent.batch_size=16"],
