@@ -1,6 +1,10 @@
 """Wall time of the same 32-episode digits search under the local, pool(2) and ray(2)
-executors (synchronous iterations, same seed, so the same blocks), and episodes per hour.
-Target: pool at least 1.5x faster than local on the 2-core machine. Prints one JSON line last."""
+executors (synchronous iterations, same seed, so the same blocks), repeated interleaved
+(local, pool, ray, local, pool, ray, ...) so a slow spell of the machine hits all alike:
+median wall, episodes per hour and trained (not reused) blocks per hour, with the spread.
+Target: pool at least 1.5x faster than local on the 2-core machine. Prints one JSON line last.
+
+usage: python bench/executors.py [--repeats 3] [local pool ray]"""
 
 import json
 import sqlite3
@@ -30,18 +34,35 @@ def run(name: str, extra: list[str]) -> dict:
             "episodes_per_hour": round(3600 * len(rows) / wall), "blocks": [r[0] for r in rows]}
 
 
-def main(which: list[str]) -> dict:
-    results = {name: run(name, EXECUTORS[name]) for name in which}
-    out = {"bench": "executors", "episodes": 32}
-    for name, r in results.items():
-        out[name] = {k: v for k, v in r.items() if k != "blocks"}
-    if "local" in results:
-        for name in results:
+def main(which: list[str], repeats: int = 3) -> dict:
+    import statistics
+
+    runs: dict[str, list[dict]] = {name: [] for name in which}
+    for _ in range(repeats):
+        for name in which:
+            runs[name].append(run(name, EXECUTORS[name]))
+    out: dict = {"bench": "executors", "episodes": 32, "repeats": repeats}
+    for name, rs in runs.items():
+        walls = [r["wall_s"] for r in rs]
+        med = statistics.median(walls)
+        out[name] = {"wall_s": walls, "wall_s_median": med, "episodes": rs[0]["episodes"],
+                     "trained": rs[0]["trained"], "episodes_per_hour": round(3600 * rs[0]["episodes"] / med),
+                     "trained_per_hour": round(3600 * rs[0]["trained"] / med)}
+    if "local" in runs:
+        ref = runs["local"]
+        for name, rs in runs.items():
             if name != "local":
-                out[f"{name}_speedup"] = round(results["local"]["wall_s"] / results[name]["wall_s"], 2)
-                out[f"{name}_same_blocks"] = results[name]["blocks"] == results["local"]["blocks"]
+                out[f"{name}_speedup"] = round(out["local"]["wall_s_median"] / out[name]["wall_s_median"], 2)
+                out[f"{name}_same_blocks"] = all(r["blocks"] == ref[0]["blocks"] for r in rs)
+        out["local_same_blocks_every_repeat"] = all(r["blocks"] == ref[0]["blocks"] for r in ref)
     return out
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1:] or list(EXECUTORS))))
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("which", nargs="*", default=list(EXECUTORS))
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    print(json.dumps(main(a.which, a.repeats)))

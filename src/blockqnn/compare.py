@@ -138,7 +138,7 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
             continue
         under = sorted({db.parent for depth in range(1, SWEEP_DEPTH + 1)
                         for db in p.glob("/".join(["*"] * depth) + "/search.db")},
-                       key=lambda q: [int(s) if s.isdigit() else s for s in q.relative_to(p).parts])
+                       key=lambda q: [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in q.relative_to(p).parts])
         if not under:
             raise ConfigError(f"{p} has no search.db and no run folders under it: not a run or sweep folder")
         found.extend(under)
