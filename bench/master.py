@@ -8,11 +8,12 @@ timestamps: episodes per second overall and per 1,000-episode window (and the ra
 last window to the first), the master's cost per episode in the first and the last window
 (time per episode minus the evaluator's own ``wall_time``), the peak resident memory of the
 search process, the database size, the time to the first episode (start-up) and to the
-outputs after the last, and the time of ``python -m blockqnn.report`` on the result. For 11,392 it also kills a second search with SIGKILL near episode
-11,000 and times the resume to its first new episode, and checks the resumed search against
-the undisturbed one (every episode once, the same blocks).
+outputs after the last, and the time of ``python -m blockqnn.report`` on the result. For
+11,392 it also kills a second search with SIGKILL near episode 6,000 and near 11,000
+(``--kill-at``), times each resume to its first new episode, and checks the resumed search
+against the undisturbed one (every episode once, the same blocks).
 
-usage: python bench/master.py [--episodes 11392 50000] [--logger wandb]
+usage: python bench/master.py [--episodes 11392 50000] [--logger wandb] [--kill-at 6000 11000]
 Prints a JSON line per measured search and a summary JSON line last."""
 
 from __future__ import annotations
@@ -151,15 +152,18 @@ def main() -> dict:
     ap.add_argument("--episodes", type=int, nargs="*", default=[11392, 50000])
     ap.add_argument("--logger", default="wandb", choices=["wandb", "csv", "none"])
     ap.add_argument("--no-resume", action="store_true")
+    ap.add_argument("--kill-at", type=int, nargs="*", default=[6000, 11000],
+                    help="episodes at which a second 11,392-episode search is SIGKILLed and resumed")
     args = ap.parse_args()
     summary: dict = {"bench": "master", "logger": args.logger, "runs": []}
     for n in args.episodes:
         res = measure(n, args.logger)
         if n == 11392 and not args.no_resume:
-            res["resume"] = resume(n, args.logger, Path(res["folder"]), kill_at=11000)
+            res["resume"] = [resume(n, args.logger, Path(res["folder"]), kill_at=k) for k in args.kill_at]
         print(json.dumps(res), flush=True)
-        summary["runs"].append({k: res[k] for k in ("episodes", "episodes_per_s", "last_over_first_window",
-                                                     "master_ms_per_episode_first_last", "peak_rss_mb", "db_mb")}
+        summary["runs"].append({k: res[k] for k in ("episodes", "wall_s", "episodes_per_s", "last_over_first_window",
+                                                     "master_ms_per_episode_first_last", "peak_rss_mb", "db_mb",
+                                                     "report_s")}
                                | ({"resume": res["resume"]} if "resume" in res else {}))
     return summary
 

@@ -33,7 +33,8 @@ def bare(ev, block) -> float:
     run = ev.run
     torch.manual_seed(int(run.seed))
     dm = ev.datamodule
-    net = build_network(block, **ev.network_spec())
+    spec = {k: v for k, v in ev.network_spec().items() if k != "channels_last"}  # the module's own option
+    net = build_network(block, **spec)
     o, s = run.model.optimizer, run.model.scheduler
     opt = torch.optim.Adam(net.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     sched = torch.optim.lr_scheduler.StepLR(opt, s.step_size, s.gamma)

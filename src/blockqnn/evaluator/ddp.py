@@ -21,6 +21,17 @@ from typing import Any
 from blockqnn.result import empty_result
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    import os
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def evaluate_ddp(nsc: Any, run: dict, devices: int, timeout: float | None = None) -> dict:
     from blockqnn.errors import ConfigError
 
@@ -33,14 +44,21 @@ def evaluate_ddp(nsc: Any, run: dict, devices: int, timeout: float | None = None
         src.write_text(json.dumps({"nsc": nsc, "run": run}))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
                "-m", "blockqnn.evaluator.ddp", str(src), str(dst)]
+        # Its own process group: torchrun and every rank are killed together when the
+        # evaluation times out or is interrupted (an executor's hard limit, Ctrl-C).
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True,
-                                  timeout=None if timeout is None else timeout + 60)
+            out, err = proc.communicate(timeout=None if timeout is None else timeout + 60)
         except subprocess.TimeoutExpired:
+            _kill_group(proc)
             return empty_result("timeout", f"the DDP evaluation ran past evaluator.timeout_s={timeout:g} s")
+        except BaseException:
+            _kill_group(proc)
+            raise
         if dst.exists():
             return json.loads(dst.read_text())
-        tail = (proc.stderr or proc.stdout or "")[-3000:]
+        tail = (err or out or "")[-3000:]
         raise RuntimeError(f"DDP evaluation with {devices} processes exited {proc.returncode}: {tail}")
 
 
