@@ -31,7 +31,7 @@ def test_reward_formula_on_known_numbers():
 
 
 def test_ok_result_is_plain_and_complete():
-    r = evaluate(BLOCK)
+    r = evaluate(BLOCK, [*FAST, "reward.mu=1.0", "reward.rho=8.0"])  # both terms of the shaped reward at work
     assert r["status"] == "ok", r["error"]
     json.dumps(r)
     pickle.dumps(r)
