@@ -19,7 +19,7 @@ class FaultyEvaluator(SurrogateEvaluator):
     same, deaf to SIGALRM, as a hang in C code would be) or kills its own
     process with SIGKILL (``fault=crash``, as the OOM killer does). Each attempt at a faulty
     block (at any block when there is no fault) appends its key to ``log`` (one line per
-    attempt), so tests count the attempts."""
+    attempt: the key and the evaluating process), so tests count the attempts."""
 
     def __init__(self, run, fault: str | None = None, every: int = 4, sleep_s: float = 0.0, log: str | None = None,
                  **surrogate):
@@ -34,11 +34,11 @@ class FaultyEvaluator(SurrogateEvaluator):
     def __call__(self, nsc):
         if self.fault is None and self.log:
             with open(self.log, "a") as f:
-                f.write(Block.parse(nsc).key + "\n")
+                f.write(f"{Block.parse(nsc).key} {os.getpid()}\n")
         if self.faulty(nsc):
             if self.log:
                 with open(self.log, "a") as f:
-                    f.write(Block.parse(nsc).key + "\n")
+                    f.write(f"{Block.parse(nsc).key} {os.getpid()}\n")
             if self.fault in ("hang", "hang_hard"):
                 if self.fault == "hang_hard":
                     signal.signal(signal.SIGALRM, signal.SIG_IGN)
@@ -54,6 +54,7 @@ def attempts(log: str | Path) -> dict[str, int]:
     """Attempts per faulty block key, from the evaluator's log."""
     out: dict[str, int] = {}
     path = Path(log)
-    for key in path.read_text().split() if path.exists() else []:
+    for line in path.read_text().splitlines() if path.exists() else []:
+        key = line.split()[0]
         out[key] = out.get(key, 0) + 1
     return out

@@ -127,9 +127,11 @@ sys.path.insert(0, {str(ROOT)!r})
 from tests.test_faults import _spec, _drain, _evaluating, BAD, GOOD
 from blockqnn import executors
 from blockqnn.executors import RayExecutor
-executors.RAY_SLACK_S = 3.0  # the force-cancel backstop, sooner than its default
 out = {{}}
 for fault in ("hang", "hang_hard", "crash"):
+    # The force-cancel backstop: its default where the worker's own alarm must act, sooner for
+    # a hang deaf to it (still past a worker's start-up, so the good block is never cancelled).
+    executors.RAY_SLACK_S = 15.0 if fault == "hang_hard" else 60.0
     ex = RayExecutor(_spec("+evaluator.fault=" + fault, "+evaluator.every=2", "evaluator.timeout_s=1",
                            "+evaluator.log={tmp_path}/" + fault), address=None, num_cpus=1, num_gpus=0,
                      max_in_flight=None, max_retries=1, include_dashboard=False, local_cpus=2)
@@ -137,13 +139,13 @@ for fault in ("hang", "hang_hard", "crash"):
     out[fault] = {{k: [v["status"], v["error"]] for k, v in _drain(ex).items()}}
     time.sleep(2)
     out[fault]["left"] = _evaluating()
-print(json.dumps(out))
+print("RESULT", json.dumps(out))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=400, env=ENV, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     import json
 
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
     for fault in ("hang", "hang_hard", "crash"):
         assert res[fault]["good"][0] == "ok" and res[fault]["left"] == [], fault
     assert res["hang"]["bad"][0] == "timeout" and "interrupted in its Ray worker" in res["hang"]["bad"][1]
@@ -158,7 +160,7 @@ print(json.dumps(out))
 def reference(tmp_path_factory):
     """The undisturbed search (local executor, same seed, synchronous): the blocks to expect."""
     run = tmp_path_factory.mktemp("ref") / "run"
-    out = _search(run, "search.max_episodes=16", "agent.epsilon_schedule=[[1.0,2],[0.5,2]]")
+    out = _search(run, "search.max_episodes=8", "agent.epsilon_schedule=[[1.0,1],[0.5,1]]")
     assert out.returncode == 0, out.stderr[-3000:]
     return [(r[0], r[1], r[2]) for r in _rows(run)]
 
@@ -190,12 +192,24 @@ def test_a_ray_cluster_loses_a_worker_node_mid_search(tmp_path, cluster, referen
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     run = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "search.py"), *FAULTY, f"hydra.run.dir={run}", "+evaluator.sleep_s=1.5",
-           "executor=ray", f"executor.address={cluster.address}", "search.max_episodes=16",
-           "agent.epsilon_schedule=[[1.0,2],[0.5,2]]", f"+evaluator.log={tmp_path / 'attempts'}"]
+    cmd = [sys.executable, str(ROOT / "search.py"), *FAULTY, f"hydra.run.dir={run}", "+evaluator.sleep_s=1.0",
+           "executor=ray", f"executor.address={cluster.address}", "search.max_episodes=8",
+           "agent.epsilon_schedule=[[1.0,1],[0.5,1]]", f"+evaluator.log={tmp_path / 'attempts'}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
-    assert _wait_rows(run, 3, proc), "the search did not start"
-    cluster.remove_node(worker)  # its raylet and workers die with the evaluation they run
+    assert _wait_rows(run, 1, proc), "the search did not start"
+    raylet = worker.all_processes["raylet"][0].process.pid
+
+    def on_worker_node(pid: int) -> bool:  # an evaluation in progress there (it logged its start)
+        try:
+            return raylet in [a.pid for a in psutil.Process(pid).parents()]
+        except psutil.NoSuchProcess:
+            return False
+
+    log, deadline = tmp_path / "attempts", time.time() + 60
+    while not (log.exists() and any(on_worker_node(int(line.split()[1])) for line in log.read_text().splitlines())):
+        assert time.time() < deadline and proc.poll() is None, "no evaluation ran on the worker node"
+        time.sleep(0.05)
+    cluster.remove_node(worker, allow_graceful=False)  # its raylet and workers die with the evaluation they run
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     rows = _rows(run)
@@ -209,9 +223,9 @@ def test_a_ray_cluster_loses_a_worker_node_mid_search(tmp_path, cluster, referen
 @pytest.mark.slow
 def test_a_master_killed_with_ray_tasks_in_flight_leaves_none_behind(tmp_path, cluster, reference):
     run = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "search.py"), *FAULTY, f"hydra.run.dir={run}", "+evaluator.sleep_s=1.5",
-           "executor=ray", f"executor.address={cluster.address}", "search.max_episodes=16",
-           "agent.epsilon_schedule=[[1.0,2],[0.5,2]]"]
+    cmd = [sys.executable, str(ROOT / "search.py"), *FAULTY, f"hydra.run.dir={run}", "+evaluator.sleep_s=1.0",
+           "executor=ray", f"executor.address={cluster.address}", "search.max_episodes=8",
+           "agent.epsilon_schedule=[[1.0,1],[0.5,1]]"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT)
     assert _wait_rows(run, 2, proc), "the search did not start"
     time.sleep(1.0)  # the next evaluation is in flight

@@ -643,7 +643,8 @@ def test_console_says_what_will_happen_and_fits_80_columns(tmp_path):
 
     buf = io.StringIO()
     console = Console(file=buf, width=80, force_terminal=False, color_system=None)
-    cfg = cfg_for(*QUICK, "agent.epsilon_schedule=paper", "agent.batch_size=4", "search.max_episodes=3")
+    cfg = cfg_for(*QUICK, "agent.epsilon_schedule=paper", "agent.batch_size=4", "search.max_episodes=3",
+                  "reward.mu=1.0", "reward.rho=8.0")
     Search(cfg, tmp_path, evaluator=FakeEvaluator(), console=console).run()
     text = buf.getvalue()
     assert all(len(line) <= 80 for line in text.splitlines())

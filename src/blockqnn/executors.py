@@ -64,6 +64,15 @@ def _build(evaluator: dict | Evaluator) -> Evaluator:
     return make_evaluator(evaluator)
 
 
+def _build_ready(spec: dict) -> Evaluator:
+    """A worker's evaluator with its one-off set-up done (data loaded, surrogate fitted), so
+    that no evaluation's time limit counts the worker's start-up."""
+    evaluator = _build(spec)
+    if hasattr(evaluator, "prepare"):
+        evaluator.prepare()
+    return evaluator
+
+
 def hard_limit(timeout_s: float | None) -> float | None:
     """Seconds after which an executor stops an evaluation: ``evaluator.timeout_s`` plus a
     grace (10%, at least 2 s, at most 60 s) for the evaluator's own limit to act first."""
@@ -159,7 +168,7 @@ def _pool_evaluate(nsc: list, accelerator: str | None) -> dict:
         spec = _WORKER["spec"]
         if accelerator is not None:
             spec = {**spec, "trainer": {**spec["trainer"], "accelerator": accelerator}}
-        _WORKER["evaluator"] = _build(spec)
+        _WORKER["evaluator"] = _build_ready(spec)
     if _WORKER.get("started") is not None:  # the master's time limit counts from here
         _WORKER["started"].value = time.time()
     return _WORKER["evaluator"](nsc)
@@ -326,7 +335,7 @@ def _ray_evaluate(nsc: list, spec: dict) -> dict:
     key = json.dumps(spec, sort_keys=True, default=str)
     if _WORKER.get("ray_key") != key:
         _WORKER.pop("ray_evaluator", None)
-        _WORKER["ray_evaluator"], _WORKER["ray_key"] = _build(spec), key
+        _WORKER["ray_evaluator"], _WORKER["ray_key"] = _build_ready(spec), key
     timeout_s = (spec.get("evaluator") or {}).get("timeout_s")
     return _evaluate_with_alarm(_WORKER["ray_evaluator"], nsc, timeout_s, "in its Ray worker")
 

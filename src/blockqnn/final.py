@@ -191,6 +191,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError(f"train.batch_size={t.batch_size} is the global batch and must divide by the "
                           f"{world} DDP processes (trainer.devices x trainer.num_nodes)")
     # train.batch_size is the global batch: each DDP rank takes its share.
+    from blockqnn.data.modules import store_as
+
     dm = store_as(build(cfg.data, "data", batch_size=int(t.batch_size) // world, seed=int(cfg.seed),
                         device=device if not ddp else "cpu"), bool(cfg.network.get("channels_last", False)))
     dm.setup("fit")
