@@ -32,16 +32,17 @@ def load_run(run_dir: str | Path) -> dict:
     return {"run_dir": run_dir, "episodes": episodes, "agent": agent, "predictor": state.get("predictor")}
 
 
-def finished(run: dict) -> list[dict]:
-    return [e for e in run["episodes"] if e["status"] != "running" and e["reward"] is not None]
+def finished(run: dict | list[dict]) -> list[dict]:
+    """The finished episodes with a reward, of a run (:func:`load_run`) or a list of episodes."""
+    episodes = run["episodes"] if isinstance(run, dict) else run
+    return [e for e in episodes if e["status"] != "running" and e["reward"] is not None]
 
 
 def fig_rewards(run: dict | list[dict]):
     """Reward per episode coloured by epsilon, the best so far, and the mean reward of each
     iteration with a band of one standard deviation (the paper's figure). Readable at the paper's
     11,392 episodes: the dots shrink and fade as their number grows, and are rasterised."""
-    eps = finished(run) if isinstance(run, dict) else [e for e in run if e["status"] != "running"
-                                                         and e["reward"] is not None]
+    eps = finished(run)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if eps:
         n = len(eps)

@@ -14,7 +14,6 @@ import numpy as np
 from blockqnn.errors import ConfigError
 
 SWEEP_DEPTH = 3  # how deep under a given folder run folders are looked for
-IGNORED_KEYS = ("seed", "hydra.")  # overrides that never define a group
 
 
 def mean_ci(values) -> tuple[float, float]:
@@ -71,6 +70,11 @@ def curves(rows: list[dict]) -> dict:
             "predicted": sum(int(bool(r.get("predicted"))) for r in rows)}
 
 
+def final(c: dict, key: str) -> float:
+    """The last value of a run's ``best_curve`` or ``top10_curve`` (nan without episodes)."""
+    return float(c[key][-1]) if c["episodes"] else float("nan")
+
+
 def summarize(rows: list[dict], grid: int = 60) -> dict:
     """One search's figures in JSON form: the curves at ``grid`` points, the final best and
     top-10, the first and last stage means."""
@@ -82,8 +86,7 @@ def summarize(rows: list[dict], grid: int = 60) -> dict:
     return {"episodes": n, "points": points,
             "best_curve": [float(c["best_curve"][p - 1]) for p in points],
             "top10_curve": [float(c["top10_curve"][p - 1]) for p in points],
-            "best": float(c["best_curve"][-1]) if n else float("nan"),
-            "top10": float(c["top10_curve"][-1]) if n else float("nan"),
+            "best": final(c, "best_curve"), "top10": final(c, "top10_curve"),
             "stages": {str(e): v for e, v in stages.items()},
             "first": means[0] if means else float("nan"), "last": means[-1] if means else float("nan"),
             "trained": c["trained"], "predicted": c["predicted"]}
@@ -198,8 +201,7 @@ def compare(groups: dict[str, list[dict]], reference: str | None = None) -> dict
     finals = {}
     for name, runs in groups.items():
         cs = [r.setdefault("curves", curves(r["episodes"])) for r in runs]
-        f = {"best": [float(c["best_curve"][-1]) if c["episodes"] else np.nan for c in cs],
-             "top10": [float(c["top10_curve"][-1]) if c["episodes"] else np.nan for c in cs],
+        f = {"best": [final(c, "best_curve") for c in cs], "top10": [final(c, "top10_curve") for c in cs],
              "trained": [c["trained"] for c in cs]}
         stage_lists = [list(c["stages"].values()) for c in cs if c["stages"]]
         f["last_minus_first"] = [s[-1] - s[0] for s in stage_lists]
@@ -226,27 +228,23 @@ def compare(groups: dict[str, list[dict]], reference: str | None = None) -> dict
     return {"reference": reference, "groups": out}
 
 
-def fig_curves(groups: dict[str, list[dict]]):
+def fig_curves(groups: dict[str, list[dict]], result: dict):
     """Best-so-far and top-10 mean against episodes (per group: mean and 95% band), and the mean
-    reward per epsilon stage."""
+    reward per epsilon stage (``result``: :func:`compare` of the same groups)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     lims: list[list[float]] = [[], []]
     for name, runs in groups.items():
-        cs = [r.setdefault("curves", curves(r["episodes"])) for r in runs]
+        cs = [r["curves"] for r in runs]
         for ax, key in zip(axes[:2], ("best_curve", "top10_curve")):
             x, m, h = band([c[key] for c in cs])
             line, = ax.plot(x, m, label=f"{name} ({len(cs)})")
             ax.fill_between(x, m - h, m + h, alpha=0.2, color=line.get_color())
             seen = m[len(m) // 20:]
             lims[key == "top10_curve"] += [float(np.nanmin(seen)), float(np.nanmax(seen))] if len(seen) else []
-        stages: dict[float, list[float]] = {}
-        for c in cs:
-            for e, v in c["stages"].items():
-                stages.setdefault(e, []).append(v)
-        es = sorted(stages, reverse=True)
-        axes[2].plot(es, [np.mean(stages[e]) for e in es], marker="o", label=name)
+        stages = result["groups"][name]["stages"]
+        axes[2].plot(list(stages), list(stages.values()), marker="o", label=name)
     axes[0].set(title="best reward so far (mean, 95% band)", xlabel="episode", ylabel="reward")
     axes[1].set(title="top-10 mean of distinct blocks (mean, 95% band)", xlabel="episode")
     axes[2].set(title="mean reward per epsilon stage", xlabel="epsilon (falls to the right)")

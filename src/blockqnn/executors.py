@@ -336,8 +336,7 @@ def _ray_evaluate(nsc: list, spec: dict) -> dict:
     if _WORKER.get("ray_key") != key:
         _WORKER.pop("ray_evaluator", None)
         _WORKER["ray_evaluator"], _WORKER["ray_key"] = _build_ready(spec), key
-    timeout_s = (spec.get("evaluator") or {}).get("timeout_s")
-    return _evaluate_with_alarm(_WORKER["ray_evaluator"], nsc, timeout_s, "in its Ray worker")
+    return _evaluate_with_alarm(_WORKER["ray_evaluator"], nsc, _timeout_of(spec), "in its Ray worker")
 
 
 class RayExecutor:

@@ -133,12 +133,12 @@ def render_comparison(run_dirs: list[Path], out: Path, reference: str | None = N
                 page.write_text(render(r["run_dir"]))
             target = os.path.relpath(page, out.parent) if page.exists() else None
             label = html.escape(str(r["run_dir"]))
-            best = "-" if math.isnan(r["curves"]["best_curve"][-1] if r["curves"]["episodes"] else math.nan) \
-                else f"{r['curves']['best_curve'][-1]:.4f}"
+            best = compare.final(r["curves"], "best_curve")
+            best = "-" if math.isnan(best) else f"{best:.4f}"
             link = f"<a href='{html.escape(target)}'>{label}</a>" if target else label
             links.append(f"<tr><td>{html.escape(name)}</td><td>{r['seed']}</td><td>{link}</td>"
                          f"<td>{r['curves']['episodes']}</td><td>{best}</td></tr>")
-    img = _png(compare.fig_curves(groups))
+    img = _png(compare.fig_curves(groups, result))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>BlockQNN search comparison</title>
 <style>{STYLE}</style></head><body>

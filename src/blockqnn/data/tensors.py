@@ -45,7 +45,7 @@ def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch
         rows = (dy[:, None] + torch.arange(h, device=dev)[None]).view(n, 1, h, 1)
         cols = (dx[:, None] + torch.arange(w, device=dev)[None]).view(n, 1, 1, w)
         batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
-        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             # Gather whole pixels (N, H, W, C) from the NHWC storage: the result is NHWC too.
             x = padded.permute(0, 2, 3, 1)[batch.view(n, 1, 1), rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
         else:
