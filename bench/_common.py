@@ -1,6 +1,7 @@
 """Helpers shared by the bench scripts: run search.py in a fresh folder, read its episodes."""
 
 import argparse
+import json
 import sqlite3
 import subprocess
 import sys
@@ -16,12 +17,26 @@ from blockqnn.compare import mean_ci  # noqa: E402,F401  (re-exported for the be
 def run_search(overrides: list[str], prefix: str = "bq-bench-") -> tuple[Path, float]:
     folder = Path(tempfile.mkdtemp(prefix=prefix)) / "run"
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "search.py"), *overrides, f"hydra.run.dir={folder}"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "search.py"), *overrides, f"hydra.run.dir={folder}"],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"search.py {' '.join(overrides)} failed:\n{proc.stderr[-3000:]}")
     return folder, wall
+
+
+def save_raw(name: str, result: dict) -> dict:
+    """Keep a bench script's result (its last JSON line) as ``bench/results/<name>.json`` (the
+    file BENCHMARKS.md names beside the figures); returns the result."""
+    out = ROOT / "bench" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps({"measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), **result}, indent=1) + "\n"
+    )
+    return result
 
 
 def episodes(folder: Path) -> list[dict]:
@@ -59,14 +74,21 @@ def evaluator_for(*overrides: str):
     return make_evaluator(evaluator_spec(compose_search(*overrides)))
 
 
-def evaluate_all(blocks: list, overrides: list[str], workers: int = 2, gpus: list | None = None,
-                 per_gpu: int = 1) -> list[dict]:
+def evaluate_all(
+    blocks: list, overrides: list[str], workers: int = 2, gpus: list | None = None, per_gpu: int = 1
+) -> list[dict]:
     """Evaluate ``blocks`` (NSC lists) in local worker processes; results in block order."""
     from blockqnn.evaluator import evaluator_spec
     from blockqnn.executors import PoolExecutor
 
-    pool = PoolExecutor(evaluator_spec(compose_search(*overrides)), workers_per_gpu=per_gpu, cpu_workers=workers,
-                        gpus=gpus or [], threads_per_cpu_worker=1, max_retries=1)
+    pool = PoolExecutor(
+        evaluator_spec(compose_search(*overrides)),
+        workers_per_gpu=per_gpu,
+        cpu_workers=workers,
+        gpus=gpus or [],
+        threads_per_cpu_worker=1,
+        max_retries=1,
+    )
     try:
         for i, b in enumerate(blocks):
             pool.submit(i, b)

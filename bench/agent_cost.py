@@ -17,14 +17,26 @@ from blockqnn.agent import QLearningAgent
 from blockqnn.search.store import SearchStore
 from blockqnn.space.nsc import random_block
 
-RESULT = {"status": "ok", "reward": 0.5, "accuracy": 0.5, "flops": 1, "params": 1, "density": 1.0, "epochs": 12,
-          "restarts": 0, "wall_time": 1.0, "error": None}
+RESULT = {
+    "status": "ok",
+    "reward": 0.5,
+    "accuracy": 0.5,
+    "flops": 1,
+    "params": 1,
+    "density": 1.0,
+    "epochs": 12,
+    "restarts": 0,
+    "wall_time": 1.0,
+    "error": None,
+}
 
 
 def main() -> dict:
     agent = QLearningAgent(max_layers=23, seed=0, replay_size=64)
     rng = random.Random(1)
-    store = SearchStore(Path(tempfile.mkdtemp(prefix="bq-agent-cost-")) / "search.db", {"bench": "agent_cost"})
+    store = SearchStore(
+        Path(tempfile.mkdtemp(prefix="bq-agent-cost-")) / "search.db", {"bench": "agent_cost"}
+    )
     out = {"bench": "agent_cost", "replay_size": 64, "max_layers": 23}
     done = 0
 

@@ -6,10 +6,15 @@ median and worst build time; prints one JSON line last."""
 import json
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from blockqnn.space.network import build_network
 from blockqnn.space.nsc import random_block
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import save_raw  # noqa: E402
 
 
 def main(n: int = 20) -> dict:
@@ -21,9 +26,14 @@ def main(n: int = 20) -> dict:
         t = time.perf_counter()
         build_network(block, width=32, blocks_per_stage=2)
         times.append(time.perf_counter() - t)
-    return {"bench": "build_network", "layers": 23, "blocks": n, "median_s": round(statistics.median(times), 4),
-            "max_s": round(max(times), 4)}
+    return {
+        "bench": "build_network",
+        "layers": 23,
+        "blocks": n,
+        "median_s": round(statistics.median(times), 4),
+        "max_s": round(max(times), 4),
+    }
 
 
 if __name__ == "__main__":
-    print(json.dumps(main()))
+    print(json.dumps(save_raw("build_network", main())))

@@ -32,7 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The paper's schedule stretched to 782 iterations of 64 (50,048 planned; capped at 50,000).
-LONG = "[[1.0,417],[0.9,31],[0.8,31],[0.7,31],[0.6,44],[0.5,44],[0.4,44],[0.3,44],[0.2,44],[0.1,52]]"
+LONG = (
+    "[[1.0,417],[0.9,31],[0.8,31],[0.7,31],[0.6,44],[0.5,44],[0.4,44],[0.3,44],[0.2,44],[0.1,52]]"
+)
 
 
 def overrides(episodes: int, logger: str) -> list[str]:
@@ -43,7 +45,12 @@ def overrides(episodes: int, logger: str) -> list[str]:
 
 
 def _command(folder: Path, episodes: int, logger: str) -> list[str]:
-    return [sys.executable, str(ROOT / "search.py"), *overrides(episodes, logger), f"hydra.run.dir={folder}"]
+    return [
+        sys.executable,
+        str(ROOT / "search.py"),
+        *overrides(episodes, logger),
+        f"hydra.run.dir={folder}",
+    ]
 
 
 def _env() -> dict:
@@ -52,7 +59,9 @@ def _env() -> dict:
 
 def _rows(folder: Path) -> list[tuple]:
     con = sqlite3.connect(f"file:{folder / 'search.db'}?mode=ro", uri=True)
-    rows = con.execute("SELECT id, key, status, started_at, finished_at, wall_time, nsc FROM episodes ORDER BY id").fetchall()
+    rows = con.execute(
+        "SELECT id, key, status, started_at, finished_at, wall_time, nsc FROM episodes ORDER BY id"
+    ).fetchall()
     con.close()
     return rows
 
@@ -72,15 +81,22 @@ def _count(folder: Path) -> int:
 def measure(episodes: int, logger: str) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="bq-master-")) / "run"
     t0 = time.time()
-    proc = subprocess.Popen(_command(folder, episodes, logger), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        _command(folder, episodes, logger),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     _, err = proc.communicate()
     end = time.time()
     if proc.returncode != 0:
         raise RuntimeError(f"search failed:\n{err[-3000:]}")
     import resource
 
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
+    peak_mb = (
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    )  # the largest child so far
     rows = _rows(folder)
     assert len(rows) == episodes and all(r[2] != "running" for r in rows), "episodes missing"
     finished = [r[4] for r in rows]
@@ -95,8 +111,11 @@ def measure(episodes: int, logger: str) -> dict:
         evaluator = sum(r[5] or 0.0 for r in rows[w:stop])
         master_ms.append(round(1000 * (span - evaluator) / (stop - w), 3))
     out = {
-        "bench": "master", "episodes": episodes, "logger": logger,
-        "wall_s": round(end - t0, 1), "startup_s": round(first_start - t0, 2),
+        "bench": "master",
+        "episodes": episodes,
+        "logger": logger,
+        "wall_s": round(end - t0, 1),
+        "startup_s": round(first_start - t0, 2),
         "loop_s": round(finished[-1] - first_start, 1),
         "outputs_s": round(end - finished[-1], 2),
         "episodes_per_s": round(episodes / (finished[-1] - first_start), 1),
@@ -108,11 +127,17 @@ def measure(episodes: int, logger: str) -> dict:
         "folder": str(folder),
     }
     t = time.perf_counter()
-    rep = subprocess.run([sys.executable, "-m", "blockqnn.report", str(folder)], capture_output=True, text=True,
-                         env=_env())
+    rep = subprocess.run(
+        [sys.executable, "-m", "blockqnn.report", str(folder)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     if rep.returncode != 0:
         raise RuntimeError(f"report failed:\n{rep.stderr[-3000:]}")
-    out["report_s"] = round(time.perf_counter() - t, 1)  # python -m blockqnn.report, start-up included
+    out["report_s"] = round(
+        time.perf_counter() - t, 1
+    )  # python -m blockqnn.report, start-up included
     return out
 
 
@@ -120,8 +145,12 @@ def resume(episodes: int, logger: str, reference: Path, kill_at: int) -> dict:
     """SIGKILL a fresh search once ``kill_at`` episodes are done, rerun it, time the rerun's
     first new episode, and compare the finished search with ``reference``."""
     folder = Path(tempfile.mkdtemp(prefix="bq-master-resume-")) / "run"
-    proc = subprocess.Popen(_command(folder, episodes, logger), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=_env())
+    proc = subprocess.Popen(
+        _command(folder, episodes, logger),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+    )
     while _count(folder) < kill_at:
         if proc.poll() is not None:
             raise RuntimeError("the search ended before it could be killed")
@@ -130,8 +159,13 @@ def resume(episodes: int, logger: str, reference: Path, kill_at: int) -> dict:
     proc.wait()
     done = _count(folder)
     t0 = time.time()
-    again = subprocess.Popen(_command(folder, episodes, logger), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, env=_env())
+    again = subprocess.Popen(
+        _command(folder, episodes, logger),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     _, err = again.communicate()
     if again.returncode != 0:
         raise RuntimeError(f"the resumed search failed:\n{err[-3000:]}")
@@ -141,7 +175,8 @@ def resume(episodes: int, logger: str, reference: Path, kill_at: int) -> dict:
     return {
         "killed_after": done,
         "resume_to_first_new_episode_s": round(first_new - t0, 2),
-        "every_episode_once": len(rows) == episodes and [r[0] for r in rows] == list(range(episodes))
+        "every_episode_once": len(rows) == episodes
+        and [r[0] for r in rows] == list(range(episodes))
         and all(r[2] != "running" for r in rows),
         "same_blocks_as_undisturbed": [r[1] for r in rows] == [r[1] for r in ref],
     }
@@ -152,19 +187,38 @@ def main() -> dict:
     ap.add_argument("--episodes", type=int, nargs="*", default=[11392, 50000])
     ap.add_argument("--logger", default="wandb", choices=["wandb", "csv", "none"])
     ap.add_argument("--no-resume", action="store_true")
-    ap.add_argument("--kill-at", type=int, nargs="*", default=[6000, 11000],
-                    help="episodes at which a second 11,392-episode search is SIGKILLed and resumed")
+    ap.add_argument(
+        "--kill-at",
+        type=int,
+        nargs="*",
+        default=[6000, 11000],
+        help="episodes at which a second 11,392-episode search is SIGKILLed and resumed",
+    )
     args = ap.parse_args()
     summary: dict = {"bench": "master", "logger": args.logger, "runs": []}
     for n in args.episodes:
         res = measure(n, args.logger)
         if n == 11392 and not args.no_resume:
-            res["resume"] = [resume(n, args.logger, Path(res["folder"]), kill_at=k) for k in args.kill_at]
+            res["resume"] = [
+                resume(n, args.logger, Path(res["folder"]), kill_at=k) for k in args.kill_at
+            ]
         print(json.dumps(res), flush=True)
-        summary["runs"].append({k: res[k] for k in ("episodes", "wall_s", "episodes_per_s", "last_over_first_window",
-                                                     "master_ms_per_episode_first_last", "peak_rss_mb", "db_mb",
-                                                     "report_s")}
-                               | ({"resume": res["resume"]} if "resume" in res else {}))
+        summary["runs"].append(
+            {
+                k: res[k]
+                for k in (
+                    "episodes",
+                    "wall_s",
+                    "episodes_per_s",
+                    "last_over_first_window",
+                    "master_ms_per_episode_first_last",
+                    "peak_rss_mb",
+                    "db_mb",
+                    "report_s",
+                )
+            }
+            | ({"resume": res["resume"]} if "resume" in res else {})
+        )
     return summary
 
 

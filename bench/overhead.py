@@ -14,7 +14,6 @@ import statistics
 import time
 
 import torch
-
 from _common import evaluator_for
 
 from blockqnn.space.network import build_network
@@ -22,8 +21,18 @@ from blockqnn.space.network import build_network
 BLOCKS = {
     2: [[1, 1, 3, 0, 0], [2, 2, 3, 1, 0]],
     5: [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 0, 2], [4, 6, 0, 1, 3], [5, 2, 3, 0, 0]],
-    10: [[1, 1, 3, 0, 0], [2, 1, 5, 1, 0], [3, 1, 1, 0, 0], [4, 5, 0, 2, 3], [5, 3, 3, 4, 0], [6, 1, 3, 5, 0],
-         [7, 6, 0, 4, 6], [8, 2, 3, 7, 0], [9, 1, 1, 8, 0], [10, 5, 0, 9, 1]],
+    10: [
+        [1, 1, 3, 0, 0],
+        [2, 1, 5, 1, 0],
+        [3, 1, 1, 0, 0],
+        [4, 5, 0, 2, 3],
+        [5, 3, 3, 4, 0],
+        [6, 1, 3, 5, 0],
+        [7, 6, 0, 4, 6],
+        [8, 2, 3, 7, 0],
+        [9, 1, 1, 8, 0],
+        [10, 5, 0, 9, 1],
+    ],
 }
 OVERRIDES = ["recipe.epochs=3", "recipe.batch_size=32"]
 
@@ -33,7 +42,9 @@ def bare(ev, block) -> float:
     run = ev.run
     torch.manual_seed(int(run.seed))
     dm = ev.datamodule
-    spec = {k: v for k, v in ev.network_spec().items() if k != "channels_last"}  # the module's own option
+    spec = {
+        k: v for k, v in ev.network_spec().items() if k != "channels_last"
+    }  # the module's own option
     net = build_network(block, **spec)
     o, s = run.model.optimizer, run.model.scheduler
     opt = torch.optim.Adam(net.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
@@ -86,14 +97,26 @@ def main(repeats: int = 5) -> dict:
             assert r["status"] == "ok", r
             ev[n].append(r["wall_time"])
             ba[n].append(bare(evaluator, block))
-    out = {"bench": "overhead", "data": "digits", "epochs": 3, "repeats": repeats, "threads": torch.get_num_threads(),
-           "cold_first_evaluation_s": round(cold_s, 2), "cold_first_wall_time_s": round(cold["wall_time"], 2)}
+    out = {
+        "bench": "overhead",
+        "data": "digits",
+        "epochs": 3,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "cold_first_evaluation_s": round(cold_s, 2),
+        "cold_first_wall_time_s": round(cold["wall_time"], 2),
+    }
     for n, block in BLOCKS.items():
         ratios = sorted(e / b for e, b in zip(ev[n], ba[n]))
         e, b = statistics.median(ev[n]), statistics.median(ba[n])
-        out[f"layers_{n}"] = {"evaluator_s": round(e, 3), "bare_s": round(b, 3), "ratio": round(e / b, 3),
-                              "ratio_min_max": [round(ratios[0], 3), round(ratios[-1], 3)],
-                              "fixed_s": round(e - b, 3), **fixed_parts(evaluator, block)}
+        out[f"layers_{n}"] = {
+            "evaluator_s": round(e, 3),
+            "bare_s": round(b, 3),
+            "ratio": round(e / b, 3),
+            "ratio_min_max": [round(ratios[0], 3), round(ratios[-1], 3)],
+            "fixed_s": round(e - b, 3),
+            **fixed_parts(evaluator, block),
+        }
     out["ratio_worst_block"] = max(out[f"layers_{n}"]["ratio"] for n in BLOCKS)
     return out
 

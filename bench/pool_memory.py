@@ -22,7 +22,9 @@ def main(n: int = 500) -> dict:
     from blockqnn.executors import PoolExecutor
 
     spec = evaluator_spec(compose_search("recipe.epochs=1", "network.width=8", "logger=none"))
-    pool = PoolExecutor(spec, workers_per_gpu=1, cpu_workers=1, gpus=[], threads_per_cpu_worker=1, max_retries=0)
+    pool = PoolExecutor(
+        spec, workers_per_gpu=1, cpu_workers=1, gpus=[], threads_per_cpu_worker=1, max_retries=0
+    )
     agent = RandomAgent(max_layers=6, seed=0)
     rss: dict[int, float] = {}
     statuses: dict[str, int] = {}
@@ -38,9 +40,15 @@ def main(n: int = 500) -> dict:
                 print(f"{i}: {rss[i]} MB", file=sys.stderr)
     finally:
         pool.close()
-    return {"bench": "pool_memory", "evaluations": n, "rss_mb": rss, "statuses": statuses,
-            "last_over_10": round(rss[max(rss)] / rss[10], 3), "replaced_workers": pool.replaced,
-            "wall_s": round(time.perf_counter() - t, 1)}
+    return {
+        "bench": "pool_memory",
+        "evaluations": n,
+        "rss_mb": rss,
+        "statuses": statuses,
+        "last_over_10": round(rss[max(rss)] / rss[10], 3),
+        "replaced_workers": pool.replaced,
+        "wall_s": round(time.perf_counter() - t, 1),
+    }
 
 
 if __name__ == "__main__":

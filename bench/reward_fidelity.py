@@ -20,7 +20,7 @@ from scipy.stats import kendalltau
 from blockqnn.space.nsc import random_block
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import evaluate_all, parse_args  # noqa: E402
+from _common import evaluate_all, parse_args, save_raw  # noqa: E402
 
 DATA = {
     "digits": (["data=digits", "data.val_fraction=0.2"], 3),
@@ -31,13 +31,25 @@ DATA = {
 def early_overrides(data: str) -> list[str]:
     source, epochs = DATA[data]
     # The grid below is recomputed from rewards shaped with mu = 1, rho = 8.
-    return [*source, f"recipe.epochs={epochs}", "recipe.batch_size=32", "network.width=16", "reward.mu=1.0",
-            "reward.rho=8.0"]
+    return [
+        *source,
+        f"recipe.epochs={epochs}",
+        "recipe.batch_size=32",
+        "network.width=16",
+        "reward.mu=1.0",
+        "reward.rho=8.0",
+    ]
 
 
 def long_overrides(data: str, epochs: int) -> list[str]:
-    return [*DATA[data][0], f"recipe.epochs={epochs}", "recipe.batch_size=32", "network.width=16",
-            f"model.scheduler.step_size={max(1, epochs // 3)}", "model.scheduler.gamma=0.3"]
+    return [
+        *DATA[data][0],
+        f"recipe.epochs={epochs}",
+        "recipe.batch_size=32",
+        "network.width=16",
+        f"model.scheduler.step_size={max(1, epochs // 3)}",
+        "model.scheduler.gamma=0.3",
+    ]
 
 
 def main(n: int = 40, long_epochs: int = 20, data: str = "digits") -> dict:
@@ -51,9 +63,16 @@ def main(n: int = 40, long_epochs: int = 20, data: str = "digits") -> dict:
     late = evaluate_all([b.to_list() for b in blocks], long_overrides(data, long_epochs))
     ok = [i for i in range(n) if early[i]["status"] == "ok" and late[i]["status"] == "ok"]
     final = [late[i]["accuracy"] for i in ok]
-    out = {"bench": "reward_fidelity", "data": DATA[data][0], "blocks": len(ok), "early_epochs": DATA[data][1],
-           "long_epochs": long_epochs,
-           "tau_early_accuracy": round(kendalltau(final, [early[i]["accuracy"] for i in ok]).statistic, 4)}
+    out = {
+        "bench": "reward_fidelity",
+        "data": DATA[data][0],
+        "blocks": len(ok),
+        "early_epochs": DATA[data][1],
+        "long_epochs": long_epochs,
+        "tau_early_accuracy": round(
+            kendalltau(final, [early[i]["accuracy"] for i in ok]).statistic, 4
+        ),
+    }
     # FLOPs reference: recover it from the shipped reward (mu=1, rho=8, scale=0.01).
     grid = {}
     for mu in (0.0, 0.5, 1.0, 2.0, 4.0):
@@ -61,9 +80,13 @@ def main(n: int = 40, long_epochs: int = 20, data: str = "digits") -> dict:
             shaped = []
             for i in ok:
                 e = early[i]
-                penalty_now = (e["accuracy"] - e["reward"]) / 0.01  # mu=1*log(F/Fref) + 8*log(density)
+                penalty_now = (
+                    e["accuracy"] - e["reward"]
+                ) / 0.01  # mu=1*log(F/Fref) + 8*log(density)
                 log_flops = penalty_now - 8.0 * math.log(e["density"])
-                shaped.append(e["accuracy"] - 0.01 * (mu * log_flops + rho * math.log(e["density"])))
+                shaped.append(
+                    e["accuracy"] - 0.01 * (mu * log_flops + rho * math.log(e["density"]))
+                )
             grid[f"mu={mu},rho={rho}"] = round(kendalltau(final, shaped).statistic, 4)
     out["tau_shaped"] = grid
     best = max(grid, key=grid.get)
@@ -74,4 +97,4 @@ def main(n: int = 40, long_epochs: int = 20, data: str = "digits") -> dict:
 
 if __name__ == "__main__":
     a = parse_args(__doc__, {"blocks": 40, "long_epochs": 20}, list(DATA))
-    print(json.dumps(main(a.blocks, a.long_epochs, a.data)))
+    print(json.dumps(save_raw(f"reward_fidelity_{a.data}", main(a.blocks, a.long_epochs, a.data))))

@@ -18,16 +18,24 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ROOT, parse_args  # noqa: E402
+from _common import ROOT, parse_args, save_raw  # noqa: E402
 
 # The per-strategy overrides for a 32-episode budget (evolution's and TPE's populations shrink).
-AGENTS = {"qlearning": ["agent=qlearning"], "random": ["agent=random"],
-          "evolution": ["agent=evolution", "agent.params.population=8", "agent.params.sample=3"],
-          "tpe": ["agent=tpe", "agent.params.n_startup_trials=8"]}
+AGENTS = {
+    "qlearning": ["agent=qlearning"],
+    "random": ["agent=random"],
+    "evolution": ["agent=evolution", "agent.params.population=8", "agent.params.sample=3"],
+    "tpe": ["agent=tpe", "agent.params.n_startup_trials=8"],
+}
 PROXIES = {
     "digits": [],
-    "fashion_mnist": ["data=fashion_mnist", "data.subset=5000", "data.val_fraction=0.2", "recipe.epochs=1",
-                      "recipe.batch_size=32"],
+    "fashion_mnist": [
+        "data=fashion_mnist",
+        "data.subset=5000",
+        "data.val_fraction=0.2",
+        "recipe.epochs=1",
+        "recipe.batch_size=32",
+    ],
 }
 
 
@@ -36,32 +44,66 @@ def main(seeds: int = 5, n: int = 32, data: str = "digits") -> dict:
 
     per_iter = 8
     iters = n // per_iter
-    schedule = f"[[1.0,{max(1, iters // 2)}],[0.5,{max(1, iters // 4)}],[0.1,{max(1, iters - iters // 2 - iters // 4)}]]"
-    common = ["logger=none", "executor=pool", f"agent.batch_size={per_iter}", "space.max_layers=6",
-              f"agent.epsilon_schedule={schedule}", *PROXIES[data]]
+    last = max(1, iters - iters // 2 - iters // 4)
+    schedule = f"[[1.0,{max(1, iters // 2)}],[0.5,{max(1, iters // 4)}],[0.1,{last}]]"
+    common = [
+        "logger=none",
+        "executor=pool",
+        f"agent.batch_size={per_iter}",
+        "space.max_layers=6",
+        f"agent.epsilon_schedule={schedule}",
+        *PROXIES[data],
+    ]
     sweep = ROOT / "bench" / "results" / f"strategies_{data}"
     shutil.rmtree(sweep, ignore_errors=True)
     for agent, extra in AGENTS.items():
         # An agent group resets the schedule and batch: the budget's come after it.
-        cmd = [sys.executable, str(ROOT / "search.py"), "-m", *extra, *common,
-               f"seed={','.join(map(str, range(seeds)))}",
-               f"hydra.sweep.dir={sweep}/{agent}"]
+        cmd = [
+            sys.executable,
+            str(ROOT / "search.py"),
+            "-m",
+            *extra,
+            *common,
+            f"seed={','.join(map(str, range(seeds)))}",
+            f"hydra.sweep.dir={sweep}/{agent}",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     report = sweep / "comparison.html"
-    subprocess.run([sys.executable, "-m", "blockqnn.report", str(sweep), "-o", str(report),
-                    "--reference", "agent=qlearning"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "blockqnn.report",
+            str(sweep),
+            "-o",
+            str(report),
+            "--reference",
+            "agent=qlearning",
+        ],
+        check=True,
+        capture_output=True,
+    )
     groups = compare.group_runs([compare.load(d) for d in compare.find_runs([sweep])])
     result = compare.compare(groups, "agent=qlearning")
-    out: dict = {"bench": "strategies", "data": data, "proxy": PROXIES[data], "episodes": n, "seeds": seeds,
-                 "schedule": schedule, "report": str(report.relative_to(ROOT))}
+    out: dict = {
+        "bench": "strategies",
+        "data": data,
+        "proxy": PROXIES[data],
+        "episodes": n,
+        "seeds": seeds,
+        "schedule": schedule,
+        "report": str(report.relative_to(ROOT)),
+    }
     for name, g in result["groups"].items():
         out[name] = {k: [round(v, 4) for v in g[k]] for k in ("best", "top10", "last_minus_first")}
-        out[name].update({f"p_{k}": g.get(f"p_{k}") for k in ("best", "top10") if not g["reference"]})
+        out[name].update(
+            {f"p_{k}": g.get(f"p_{k}") for k in ("best", "top10") if not g["reference"]}
+        )
     return out
 
 
 if __name__ == "__main__":
     a = parse_args(__doc__, {"seeds": 5, "episodes": 32}, list(PROXIES))
-    print(json.dumps(main(a.seeds, a.episodes, a.data)))
+    print(json.dumps(save_raw(f"strategies_{a.data}", main(a.seeds, a.episodes, a.data))))

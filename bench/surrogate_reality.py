@@ -27,14 +27,23 @@ def main(seed: int = 0) -> dict:
     from rich.console import Console
 
     from blockqnn.evaluator.surrogate import DEFAULT_TABLE, read_table
-    from blockqnn.search.loop import Search, validate
+    from blockqnn.search.loop import Search
+    from blockqnn.search.setup import validate
 
-    cfg = compose_search("experiment=bench_proxy", "evaluator=surrogate", "logger=none", f"seed={seed}",
-                         "agent.batch_size=16", "agent.epsilon_schedule=[[1.0,10],[0.5,5],[0.1,5]]")
+    cfg = compose_search(
+        "experiment=bench_proxy",
+        "evaluator=surrogate",
+        "logger=none",
+        f"seed={seed}",
+        "agent.batch_size=16",
+        "agent.epsilon_schedule=[[1.0,10],[0.5,5],[0.1,5]]",
+    )
     evaluator = validate(cfg)
     with tempfile.TemporaryDirectory(prefix="bq-reality-") as tmp:
         Search(cfg, Path(tmp), evaluator=evaluator, console=Console(file=io.StringIO())).run()
-        top = json.loads((Path(tmp) / "topk.json").read_text())  # the best distinct blocks, best first
+        top = json.loads(
+            (Path(tmp) / "topk.json").read_text()
+        )  # the best distinct blocks, best first
     picks = [t["nsc"] for t in top][:10]
     rng = random.Random(1000 + seed)
     known = {r["key"] for r in read_table(DEFAULT_TABLE)}
@@ -46,12 +55,20 @@ def main(seed: int = 0) -> dict:
     top_acc, rand_acc = acc[:10], acc[10:]
     from blockqnn.space.nsc import Block
 
-    return {"bench": "surrogate_reality", "seed": seed, "picks_real_accuracy": top_acc,
-            "random_real_accuracy": rand_acc, "picks_mean": float(np.mean(top_acc)),
-            "random_mean": float(np.mean(rand_acc)),
-            "mann_whitney_p_picks_greater": float(mannwhitneyu(top_acc, rand_acc, alternative="greater").pvalue),
-            "tau_predicted_vs_real": float(kendalltau(predicted, acc)[0]),
-            "picks_in_table": sum(Block.parse(b).key in known for b in picks), "statuses": [r["status"] for r in real]}
+    return {
+        "bench": "surrogate_reality",
+        "seed": seed,
+        "picks_real_accuracy": top_acc,
+        "random_real_accuracy": rand_acc,
+        "picks_mean": float(np.mean(top_acc)),
+        "random_mean": float(np.mean(rand_acc)),
+        "mann_whitney_p_picks_greater": float(
+            mannwhitneyu(top_acc, rand_acc, alternative="greater").pvalue
+        ),
+        "tau_predicted_vs_real": float(kendalltau(predicted, acc)[0]),
+        "picks_in_table": sum(Block.parse(b).key in known for b in picks),
+        "statuses": [r["status"] for r in real],
+    }
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import save_raw  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10_jpg.tar.gz"
 
@@ -25,10 +28,21 @@ def main(epochs: int, extra: list[str]) -> dict:
         tar.extractall(tmp / "data", filter="data")
     unpack = time.perf_counter() - t
     run = tmp / "run"
-    cmd = [sys.executable, str(ROOT / "train.py"), "block=resnet_basic", "data=image_folder",
-           f"data.root={tmp / 'data'}", "data.augment.crop_padding=4", "data.augment.flip=true",
-           f"train.epochs={epochs}", "train.batch_size=128", "logger=csv", "train.export=false",
-           f"hydra.run.dir={run}", *extra]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "block=resnet_basic",
+        "data=image_folder",
+        f"data.root={tmp / 'data'}",
+        "data.augment.crop_padding=4",
+        "data.augment.flip=true",
+        f"train.epochs={epochs}",
+        "train.batch_size=128",
+        "logger=csv",
+        "train.export=false",
+        f"hydra.run.dir={run}",
+        *extra,
+    ]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -36,12 +50,20 @@ def main(epochs: int, extra: list[str]) -> dict:
         print(proc.stderr[-3000:], file=sys.stderr)
         return {"bench": "train_cifar10_jpg", "returncode": proc.returncode}
     m = json.loads((run / "metrics.json").read_text())
-    return {"bench": "train_cifar10_jpg", "block": "resnet_basic", "epochs": m["epochs"],
-            "test_acc": round(m["test_acc"], 4), "images_per_second": round(m["images_per_second"], 1),
-            "params": m["params"], "flops": m["flops"], "wall_s": round(wall, 1), "unpack_s": round(unpack, 1),
-            "overrides": extra}
+    return {
+        "bench": "train_cifar10_jpg",
+        "block": "resnet_basic",
+        "epochs": m["epochs"],
+        "test_acc": round(m["test_acc"], 4),
+        "images_per_second": round(m["images_per_second"], 1),
+        "params": m["params"],
+        "flops": m["flops"],
+        "wall_s": round(wall, 1),
+        "unpack_s": round(unpack, 1),
+        "overrides": extra,
+    }
 
 
 if __name__ == "__main__":
     epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-    print(json.dumps(main(epochs, sys.argv[2:])))
+    print(json.dumps(save_raw("train_cifar10_jpg", main(epochs, sys.argv[2:]))))

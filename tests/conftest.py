@@ -36,14 +36,24 @@ class FakeEvaluator:
     def __init__(self):
         self.calls: list[str] = []
 
-    def __call__(self, nsc):
+    def __call__(self, nsc, repeat=0):
         from blockqnn.space.nsc import Block
 
         b = Block.parse(nsc)
         self.calls.append(b.key)
-        return {"status": "ok", "reward": 0.5 + 0.01 * len(b), "accuracy": 0.9, "flops": 1000 * len(b),
-                "params": 10, "density": b.density, "epochs": 1, "restarts": 0, "wall_time": 0.0, "error": None,
-                "history": [0.9]}
+        return {
+            "status": "ok",
+            "reward": 0.5 + 0.01 * len(b),
+            "accuracy": 0.9,
+            "flops": 1000 * len(b),
+            "params": 10,
+            "density": b.density,
+            "epochs": 1,
+            "restarts": 0,
+            "wall_time": 0.0,
+            "error": None,
+            "history": [0.9],
+        }
 
 
 @pytest.fixture
@@ -52,7 +62,7 @@ def fake_evaluator():
 
 
 def fingerprint_of(cfg):
-    from blockqnn.search.loop import fingerprint
+    from blockqnn.search.setup import fingerprint
 
     return fingerprint(cfg)
 
@@ -68,6 +78,22 @@ class BrokenEvaluator:
 
     def _inner(self, nsc):
         raise ZeroDivisionError("a deliberate bug in the evaluator")
+
+
+class OOMOnRank:
+    """A Lightning callback for tests: raises torch.OutOfMemoryError on one rank at its first
+    training batch (``+callbacks.oom._target_=tests.conftest.OOMOnRank +callbacks.oom.rank=1``)."""
+
+    def __new__(cls, rank: int):
+        import lightning as L
+        import torch
+
+        class _OOM(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_rank == rank:
+                    raise torch.OutOfMemoryError("injected: CUDA out of memory on this rank")
+
+        return _OOM()
 
 
 class BatchRecorder:
@@ -89,7 +115,38 @@ class BatchRecorder:
                 from pathlib import Path
 
                 Path(folder).mkdir(parents=True, exist_ok=True)
-                (Path(folder) / f"rank{trainer.global_rank}.json").write_text(json.dumps(
-                    {"rank": trainer.global_rank, "world": trainer.world_size, "sizes": self.sizes}))
+                (Path(folder) / f"rank{trainer.global_rank}.json").write_text(
+                    json.dumps(
+                        {
+                            "rank": trainer.global_rank,
+                            "world": trainer.world_size,
+                            "sizes": self.sizes,
+                        }
+                    )
+                )
 
         return _Recorder()
+
+
+def run_entry(entry: str, run_dir, *overrides: str) -> tuple[int, str]:
+    """``search.py`` or ``train.py`` with these overrides, in this process (the entry point's
+    own error handling, without a subprocess's start-up): (exit code, what it printed on
+    stderr). Errors Hydra raises while composing are a subprocess's business (tests use one)."""
+    import contextlib
+    import io
+
+    from blockqnn import cli
+
+    cfg = (compose_search if entry == "search" else compose_train)(*overrides)
+    err = io.StringIO()
+    original = cli.run_dir
+    cli.run_dir = lambda: Path(run_dir)
+    try:
+        with contextlib.redirect_stderr(err):
+            (cli.run_search if entry == "search" else cli.run_train)(cfg)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        cli.run_dir = original
+    return code, err.getvalue()

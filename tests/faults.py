@@ -9,6 +9,9 @@ import signal
 import time
 from pathlib import Path
 
+import psutil
+
+from blockqnn.evaluator import evaluator_spec
 from blockqnn.evaluator.surrogate import SurrogateEvaluator
 from blockqnn.space.nsc import Block
 
@@ -21,17 +24,48 @@ class FaultyEvaluator(SurrogateEvaluator):
     block (at any block when there is no fault) appends its key to ``log`` (one line per
     attempt: the key and the evaluating process), so tests count the attempts."""
 
-    def __init__(self, run, fault: str | None = None, every: int = 4, sleep_s: float = 0.0, log: str | None = None,
-                 **surrogate):
-        super().__init__(run, **{"table": None, "model": "forest", "noise_std": None, "num_classes": None,
-                                 **surrogate})
+    def __init__(
+        self,
+        run,
+        fault: str | None = None,
+        every: int = 4,
+        sleep_s: float = 0.0,
+        log: str | None = None,
+        setup_s: float = 0.0,
+        gate: str | None = None,
+        **surrogate,
+    ):
+        super().__init__(
+            run,
+            **{
+                "table": None,
+                "model": "forest",
+                "noise_std": None,
+                "num_classes": None,
+                **surrogate,
+            },
+        )
         self.fault, self.every, self.sleep_s, self.log = fault, int(every), float(sleep_s), log
+        self.setup_s = float(
+            setup_s
+        )  # a slow worker start-up (loading data), before any evaluation
+        self.gate = gate  # while this file exists, every evaluation waits (a search held open)
+
+    def prepare(self) -> None:
+        if self._model is None and self.setup_s:
+            time.sleep(self.setup_s)
+        super().prepare()
 
     def faulty(self, nsc) -> bool:
         key = Block.parse(nsc).key
-        return self.fault is not None and int(hashlib.sha1(key.encode()).hexdigest(), 16) % self.every == 0
+        return (
+            self.fault is not None
+            and int(hashlib.sha1(key.encode()).hexdigest(), 16) % self.every == 0
+        )
 
-    def __call__(self, nsc):
+    def __call__(self, nsc, repeat=0):
+        while self.gate and os.path.exists(self.gate):
+            time.sleep(0.05)
         if self.fault is None and self.log:
             with open(self.log, "a") as f:
                 f.write(f"{Block.parse(nsc).key} {os.getpid()}\n")
@@ -47,7 +81,7 @@ class FaultyEvaluator(SurrogateEvaluator):
             if self.fault == "crash":
                 os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(self.sleep_s)
-        return super().__call__(nsc)
+        return super().__call__(nsc, repeat)
 
 
 def attempts(log: str | Path) -> dict[str, int]:
@@ -58,3 +92,79 @@ def attempts(log: str | Path) -> dict[str, int]:
         key = line.split()[0]
         out[key] = out.get(key, 0) + 1
     return out
+
+
+# What the fault tests share (tests/test_faults.py, and its subprocesses import them from here).
+FAULTY = [
+    "evaluator=surrogate",
+    "evaluator._target_=tests.faults.FaultyEvaluator",
+    "logger=none",
+    "space.max_layers=6",
+    "agent.batch_size=4",
+    "agent.epsilon_schedule=[[1.0,2],[0.5,1]]",
+]
+GOOD, BAD = [[1, 1, 3, 0, 0]], [[1, 1, 1, 0, 0]]  # with every=2: BAD's key is faulty, GOOD's is not
+
+
+def spec(*overrides):
+    # tests.conftest imports pytest: kept out of the search workers that import this module
+    from tests.conftest import compose_search
+
+    return evaluator_spec(compose_search(*FAULTY, *overrides))
+
+
+def drain(executor, limit=240):
+    results, deadline = {}, time.time() + limit
+    while executor.in_flight and time.time() < deadline:
+        results.update(executor.wait())
+    return results
+
+
+def evaluating():
+    """Processes running a Ray evaluation task (Ray titles a busy worker by its function)."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any("ray::_ray_evaluate" in part for part in (p.info["cmdline"] or [])):
+            out.append(p.pid)
+    return out
+
+
+def search_killed_after(results: int, argv: list[str], kind: str = "finish") -> None:
+    """Run ``search.py argv`` in this process and SIGKILL it right after it has recorded its
+    ``results``-th result (counted from this process's start; ``kind``: ``finish`` counts
+    episodes, ``finish_reevaluation`` re-evaluations): the kill lands at a chosen point of a
+    search, between a result's write and its group commit, whatever the machine's speed. Run as
+    ``python -c "from tests.faults import search_killed_after; ..."`` from the repo root."""
+    import runpy
+    import sys
+
+    from blockqnn.search.store import SearchStore
+
+    record, seen = getattr(SearchStore, kind), [0]
+
+    def record_then_maybe_die(self, *args, **kwargs):
+        record(self, *args, **kwargs)
+        seen[0] += 1
+        if seen[0] >= results:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    setattr(SearchStore, kind, record_then_maybe_die)
+    root = Path(__file__).resolve().parents[1]
+    sys.argv = [str(root / "search.py"), *argv]
+    runpy.run_path(str(root / "search.py"), run_name="__main__")
+
+
+def killed_search(results: int, argv: list[str], kind: str = "finish", timeout: float = 600):
+    """``search_killed_after`` in a subprocess (from the repo root); returns the finished
+    process, whose return code is -SIGKILL when the kill came."""
+    import subprocess
+    import sys
+
+    code = (
+        "from tests.faults import search_killed_after; "
+        f"search_killed_after({results}, {argv!r}, {kind!r})"
+    )
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=timeout
+    )

@@ -1,6 +1,7 @@
 """Agents: schedules, Q-learning on a synthetic reward over the real NSC space, state
 round-trips, validity of every sample."""
 
+import collections
 import json
 import random
 import statistics
@@ -8,9 +9,10 @@ import statistics
 import pytest
 
 from blockqnn.agent import AGENTS, QLearningAgent, parse_schedule
-from blockqnn.agent.qlearning import START
+from blockqnn.agent.qlearning import START, actions_at
 from blockqnn.errors import ConfigError
 from blockqnn.space.nsc import Block
+from tests.helpers import assert_same_continuation, save_checkpoint
 
 MAX_LAYERS = 4
 
@@ -53,15 +55,18 @@ def test_named_and_explicit_schedules():
     assert parse_schedule([[1.0, 2], [0.5, 3]]).steps == ((1.0, 2), (0.5, 3))
 
 
-@pytest.mark.parametrize("bad,msg", [
-    ("fast", "not a known schedule"),
-    ([], "empty"),
-    ([[1.5, 3]], "outside [0, 1]"),
-    ([[-0.1, 3]], "outside [0, 1]"),
-    ([[0.5, 0]], "positive integer"),
-    ([[0.5, 2.5]], "positive integer"),
-    ([[0.5]], "not an [epsilon, iterations] pair"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        ("fast", "not a known schedule"),
+        ([], "empty"),
+        ([[1.5, 3]], "outside [0, 1]"),
+        ([[-0.1, 3]], "outside [0, 1]"),
+        ([[0.5, 0]], "positive integer"),
+        ([[0.5, 2.5]], "positive integer"),
+        ([[0.5]], "not an [epsilon, iterations] pair"),
+    ],
+)
 def test_bad_schedules_are_refused_with_valid_names(bad, msg):
     with pytest.raises(ConfigError) as info:
         parse_schedule(bad)
@@ -83,29 +88,51 @@ def test_q_update_by_hand():
 
 
 def test_greedy_ties_are_broken_at_random():
+    """Every branch of the greedy choice (bugs: the first of the tied actions always taken, an
+    action below the row's maximum taken, visited ties forgotten after an update)."""
     firsts = {QLearningAgent(max_layers=3, seed=s).ask(0.0).layers[0] for s in range(40)}
-    assert len(firsts) > 3  # all Q equal: greedy picks vary with the seed, no first-key bias
+    assert len(firsts) > 3  # an unvisited row: all Q equal, greedy picks vary with the seed
+
+    a1, a2, a3 = (1, 1, 3, 0, 0), (1, 1, 5, 0, 0), (1, 2, 3, 0, 0)
+
+    def agent_with(start_row: dict, q_init: float) -> QLearningAgent:
+        agent = QLearningAgent(max_layers=3, seed=0)
+        state = agent.state_dict()
+        state["hyper"][2] = q_init
+        state["q"] = [[list(START), [[list(a), v] for a, v in sorted(start_row.items())]]]
+        agent.load_state_dict(state)
+        return agent
+
+    def greedy_firsts(agent: QLearningAgent, n: int = 200) -> collections.Counter:
+        return collections.Counter(tuple(agent.ask(0.0).layers[0]) for _ in range(n))
+
+    # visited actions above q_init: only the two tied at the maximum, each about half the time
+    agent = agent_with({a1: 0.7, a2: 0.7, a3: 0.5}, q_init=0.0)
+    seen = greedy_firsts(agent)
+    assert set(seen) == {a1, a2} and min(seen.values()) > 60
+    # an update that lifts a3 above them: it alone is greedy (the cached ties are replaced)
+    agent.tell(Block.parse([list(a3), [2, 7, 0, 0, 0]]), 5.0)
+    assert agent.q_value(START, a3) > 0.7
+    assert set(greedy_firsts(agent, 50)) == {a3}
+    # q_init equal to the visited maximum: unvisited actions tie with a1 and a2, not with a3
+    seen = greedy_firsts(agent_with({a1: 0.7, a2: 0.7, a3: 0.5}, q_init=0.7), 400)
+    assert set(seen) == set(actions_at(1, 3)) - {a3}
+    # q_init above every visited value: only unvisited actions are greedy (optimism)
+    seen = greedy_firsts(agent_with({a1: 0.7, a2: 0.7, a3: 0.5}, q_init=1.0), 400)
+    assert set(seen) == set(actions_at(1, 3)) - {a1, a2, a3}
 
 
 def test_qlearning_finds_the_optimum_and_beats_random():
     """1,000 samples, learning rate 0.1: Q-learning's best is within 0.15 of the optimum
     (1.0) on average over 5 seeds, and above random search's average best."""
     schedule = [[1.0, 20], [0.5, 20], [0.2, 20], [0.05, 40]]
-    q = [run(QLearningAgent(max_layers=MAX_LAYERS, seed=s, learning_rate=0.1), schedule) for s in range(5)]
+    q = [
+        run(QLearningAgent(max_layers=MAX_LAYERS, seed=s, learning_rate=0.1), schedule)
+        for s in range(5)
+    ]
     r = [run(AGENTS["random"](max_layers=MAX_LAYERS, seed=s), schedule) for s in range(5)]
     assert statistics.mean(q) >= 0.85
     assert statistics.mean(q) > statistics.mean(r)
-
-
-def assert_same_continuation(a, b, rng) -> None:
-    """Two agents in the same state sample the same blocks and learn the same from them."""
-    for _ in range(8):
-        x, y = a.ask(0.3), b.ask(0.3)
-        assert x == y
-        reward = rng.random()
-        a.tell(x, reward)
-        b.tell(y, reward)
-    assert json.dumps(a.state_dict()) == json.dumps(b.state_dict())
 
 
 @pytest.mark.parametrize("name", sorted(AGENTS))
@@ -121,14 +148,6 @@ def test_state_round_trip_gives_identical_continuation(name):
     assert_same_continuation(a, b2, rng)
 
 
-def _saved(store: dict, checkpoint) -> None:
-    """What SearchStore does with a checkpoint: replace the small state, upsert part entries."""
-    small, parts = json.loads(json.dumps(checkpoint))  # through JSON, as in the database
-    store["state"] = small
-    for part, entries in parts.items():
-        store.setdefault("parts", {}).setdefault(part, {}).update(entries)
-
-
 @pytest.mark.parametrize("name", sorted(AGENTS))
 def test_incremental_checkpoints_restore_the_same_agent(name):
     a = AGENTS[name](max_layers=8, seed=3)
@@ -136,9 +155,9 @@ def test_incremental_checkpoints_restore_the_same_agent(name):
     saved: dict = {}
     for _ in range(30):  # a checkpoint after every ask and every tell, as the search does
         b = a.ask(0.5)
-        _saved(saved, a.checkpoint())
+        save_checkpoint(saved, a.checkpoint())
         a.tell(b, rng.random())
-        _saved(saved, a.checkpoint())
+        save_checkpoint(saved, a.checkpoint())
     b2 = AGENTS[name](max_layers=8, seed=99)
     b2.restore(saved["state"], saved.get("parts", {}))
     assert json.dumps(a.state_dict()) == json.dumps(b2.state_dict())
@@ -153,7 +172,9 @@ def test_qlearning_checkpoint_carries_the_new_memory_and_a_snapshot_now_and_then
     saved: dict = {}
     for _ in range(300):
         a.tell(a.ask(1.0), rng.random())
-    _saved(saved, a.checkpoint())  # the first checkpoint: the memory and a snapshot of the table
+    save_checkpoint(
+        saved, a.checkpoint()
+    )  # the first checkpoint: the memory and a snapshot of the table
     assert len(saved["parts"]["memory"]) == 300 and saved["state"]["snapshot_told"] == 300
     assert len(json.loads(saved["parts"]["snapshot"]["q"])) == len(a.q)
     for _ in range(20):  # results after the snapshot: one memory entry each, no table
@@ -161,7 +182,7 @@ def test_qlearning_checkpoint_carries_the_new_memory_and_a_snapshot_now_and_then
         small, parts = a.checkpoint()
         assert list(parts) == ["memory"] and list(parts["memory"]) == [str(a.told - 1)]
         assert "q" not in small and "memory" not in small and small["snapshot_told"] == 300
-        _saved(saved, (small, parts))
+        save_checkpoint(saved, (small, parts))
     assert a.checkpoint()[1] == {"memory": {}}  # nothing changed since
     # Restoring loads the snapshot and replays the 20 results after it: the very same agent.
     b = QLearningAgent(max_layers=23, seed=0)
@@ -190,8 +211,12 @@ def test_qlearning_restores_a_store_saved_entry_by_entry():
         a.tell(a.ask(1.0), rng.random())
     small, parts = json.loads(json.dumps(a.checkpoint()))
     del small["snapshot_told"]
-    legacy = {"memory": parts["memory"],
-              "q": {json.dumps([list(s), list(act)]): v for s, row in a.q.items() for act, v in row.items()}}
+    legacy = {
+        "memory": parts["memory"],
+        "q": {
+            json.dumps([list(s), list(act)]): v for s, row in a.q.items() for act, v in row.items()
+        },
+    }
     b = QLearningAgent(max_layers=10, seed=2)
     b.restore(small, legacy)
     assert b.q == a.q
@@ -243,7 +268,9 @@ def test_type_first_exploration_draws_layer_types_evenly():
     counts = {k: sum(la.type == k for b in t for la in b.body) for k in (1, 2, 3, 4, 5, 6)}
     assert max(counts.values()) < 2 * min(counts.values())  # six computing types about evenly
     two_input = (LayerType.ADD, LayerType.CONCAT)
-    assert sum(la.type in two_input for b in u for la in b.body) > 0.45 * sum(len(b.body) for b in u)
+    assert sum(la.type in two_input for b in u for la in b.body) > 0.45 * sum(
+        len(b.body) for b in u
+    )
     state = typed.state_dict()
     again = QLearningAgent(max_layers=23, seed=5)
     again.load_state_dict(state)

@@ -7,14 +7,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
-from blockqnn.data.modules import build_datamodule
+from blockqnn.data import modules
 from blockqnn.data.tensors import random_crop_flip
 from blockqnn.errors import ConfigError
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpg.tar.gz"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
+
+
+def build_datamodule(cfg: dict, *args, **kwargs):
+    """The data module of conf/data/<name>.yaml (its values: their one home) with ``cfg``'s keys
+    changed; a name without a file there is passed as given (to be refused)."""
+    path = CONF_DATA / f"{cfg.get('name')}.yaml"
+    base = OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else {}
+    base = {k: v for k, v in base.items() if not (isinstance(v, str) and "${" in v)}
+    return modules.build_datamodule({**base, **cfg}, *args, **kwargs)
 
 
 def first_batch(dm, which="train"):
@@ -48,11 +61,21 @@ def write_cifar(root: Path, name: str, classes: int, n: int):
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     key = "labels" if name == "cifar10" else "fine_labels"
-    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] if name == "cifar10" else ["train", "test"]
+    files = (
+        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        if name == "cifar10"
+        else ["train", "test"]
+    )
     for f in files:
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         with open(folder / f, "wb") as fh:
-            pickle.dump({"data": data, key: list(rng.integers(0, classes, n)), }, fh)
+            pickle.dump(
+                {
+                    "data": data,
+                    key: list(rng.integers(0, classes, n)),
+                },
+                fh,
+            )
     meta = ("batches.meta", "label_names") if name == "cifar10" else ("meta", "fine_label_names")
     with open(folder / meta[0], "wb") as fh:
         pickle.dump({meta[1]: [f"c{i}" for i in range(classes)]}, fh)
@@ -61,8 +84,14 @@ def write_cifar(root: Path, name: str, classes: int, n: int):
 @pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
 def test_cifar_format(tmp_path, name, classes):
     write_cifar(tmp_path, name, classes, 40)
-    cfg = {"name": name, "root": str(tmp_path), "download": False, "verify": False,
-           "val_fraction": 0.1, "augment": {"crop_padding": 4, "flip": True}}
+    cfg = {
+        "name": name,
+        "root": str(tmp_path),
+        "download": False,
+        "verify": False,
+        "val_fraction": 0.1,
+        "augment": {"crop_padding": 4, "flip": True},
+    }
     dm = build_datamodule(cfg, batch_size=16, seed=0)
     x, y = first_batch(dm)
     assert x.shape == (16, 3, 32, 32) and int(y.max()) < classes
@@ -81,13 +110,18 @@ def write_folder(root: Path, classes=3, per_class=4, size=20):
             d = root / split / f"class{c}"
             d.mkdir(parents=True)
             for i in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                    d / f"{i}.png"
+                )
 
 
 def test_image_folder(tmp_path):
     write_folder(tmp_path)
-    dm = build_datamodule({"name": "image_folder", "root": str(tmp_path), "input_size": 16,
-                           "val_fraction": 0.25}, batch_size=4, seed=0)
+    dm = build_datamodule(
+        {"name": "image_folder", "root": str(tmp_path), "input_size": 16, "val_fraction": 0.25},
+        batch_size=4,
+        seed=0,
+    )
     x, y = first_batch(dm)
     assert x.shape == (4, 3, 16, 16)
     assert dm.num_classes == 3 and len(dm._train) == 9 and len(dm._val) == 3
@@ -98,8 +132,18 @@ def test_image_folder(tmp_path):
 
 def test_image_folder_streaming(tmp_path):
     write_folder(tmp_path, classes=3, per_class=4, size=40)
-    dm = build_datamodule({"name": "image_folder", "root": str(tmp_path), "input_size": 24, "in_memory": False,
-                           "num_workers": 0, "val_fraction": 0.25}, batch_size=4, seed=0)
+    dm = build_datamodule(
+        {
+            "name": "image_folder",
+            "root": str(tmp_path),
+            "input_size": 24,
+            "in_memory": False,
+            "num_workers": 0,
+            "val_fraction": 0.25,
+        },
+        batch_size=4,
+        seed=0,
+    )
     x, y = first_batch(dm)
     assert x.shape == (4, 3, 24, 24) and x.dtype == torch.float32
     vx, _ = first_batch(dm, "val")
@@ -122,16 +166,23 @@ def test_image_folder_on_shared_cifar10_jpegs(tmp_path):
                     per[k] = per.get(k, 0) + 1
                     members.append(m)
         tar.extractall(tmp_path, members=members, filter="data")
-    dm = build_datamodule({"name": "image_folder", "root": str(tmp_path), "input_size": 32,
-                           "val_fraction": 0.2}, batch_size=8, seed=0)
+    dm = build_datamodule(
+        {"name": "image_folder", "root": str(tmp_path), "input_size": 32, "val_fraction": 0.2},
+        batch_size=8,
+        seed=0,
+    )
     x, y = first_batch(dm)
     assert x.shape == (8, 3, 32, 32)
     assert dm.num_classes == 10 and len(dm._train) + len(dm._val) == 50
 
 
-@pytest.mark.skipif(not FASHION.exists(), reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not FASHION.exists(), reason="Debian package dataset-fashion-mnist not installed"
+)
 def test_fashion_mnist_from_debian_package():
-    dm = build_datamodule({"name": "fashion_mnist", "root": str(FASHION), "val_fraction": 0.1}, 128, 0)
+    dm = build_datamodule(
+        {"name": "fashion_mnist", "root": str(FASHION), "val_fraction": 0.1}, 128, 0
+    )
     x, y = first_batch(dm)
     assert x.shape == (128, 1, 28, 28)
     assert len(dm._train) + len(dm._val) == 60000 and dm.num_classes == 10
@@ -144,11 +195,39 @@ def test_fashion_mnist_missing_root(tmp_path):
 
 
 def test_synthetic_and_unknown():
-    dm = build_datamodule({"name": "synthetic", "in_channels": 3, "input_size": 16, "num_classes": 5,
-                           "train_size": 64}, 8, 0)
+    dm = build_datamodule(
+        {
+            "name": "synthetic",
+            "in_channels": 3,
+            "input_size": 16,
+            "num_classes": 5,
+            "train_size": 64,
+            "test_size": 16,
+            "data_seed": 0,
+        },
+        8,
+        0,
+    )
     assert first_batch(dm)[0].shape == (8, 3, 16, 16)
+    # every key is required (its value lives in conf/data/synthetic.yaml, not in Python)
+    partial = modules.build_datamodule(
+        {
+            "name": "synthetic",
+            "val_fraction": 0.1,
+            "augment": None,
+            "in_channels": 3,
+            "input_size": 16,
+            "num_classes": 5,
+            "train_size": 64,
+            "data_seed": 0,
+        },
+        8,
+        0,
+    )
+    with pytest.raises(ConfigError, match="data.test_size: no value set"):
+        partial.setup("fit")
     with pytest.raises(ConfigError, match="unknown data"):
-        build_datamodule({"name": "mnist"}, 8, 0)
+        build_datamodule({"name": "mnist", "val_fraction": 0.1, "augment": None}, 8, 0)
 
 
 def test_augmentation_is_per_sample():
@@ -164,7 +243,11 @@ def test_subset_is_stratified_seeded_and_split_after():
     labels = torch.tensor([0] * 600 + [1] * 300 + [2] * 100)
     index = stratified_subset(labels, 101, torch.Generator().manual_seed(0))
     assert len(index) == 101 and len(set(index.tolist())) == 101
-    assert torch.bincount(labels[index]).tolist() == [61, 30, 10]  # largest remainder: 60.6, 30.3, 10.1
+    assert torch.bincount(labels[index]).tolist() == [
+        61,
+        30,
+        10,
+    ]  # largest remainder: 60.6, 30.3, 10.1
     again = stratified_subset(labels, 101, torch.Generator().manual_seed(0))
     other = stratified_subset(labels, 101, torch.Generator().manual_seed(1))
     assert torch.equal(index, again) and not torch.equal(index, other)
@@ -196,16 +279,36 @@ def test_subset_larger_than_the_data():
 
 def test_subset_on_streaming_image_folder(tmp_path):
     write_folder(tmp_path, classes=3, per_class=6, size=20)
-    dm = build_datamodule({"name": "image_folder", "root": str(tmp_path), "input_size": 16, "in_memory": False,
-                           "num_workers": 0, "val_fraction": 0.25, "subset": 12}, batch_size=4, seed=0)
+    dm = build_datamodule(
+        {
+            "name": "image_folder",
+            "root": str(tmp_path),
+            "input_size": 16,
+            "in_memory": False,
+            "num_workers": 0,
+            "val_fraction": 0.25,
+            "subset": 12,
+        },
+        batch_size=4,
+        seed=0,
+    )
     dm.setup()
     assert len(dm._train) == 9 and len(dm._val) == 3
     targets = dm._train.dataset.targets
     kept = [targets[i] for i in dm._train.indices + dm._val.indices]
     assert sorted(kept) == [0] * 4 + [1] * 4 + [2] * 4
     with pytest.raises(ConfigError, match="data.subset=99 is larger than the 18 images"):
-        build_datamodule({"name": "image_folder", "root": str(tmp_path), "in_memory": False, "num_workers": 0,
-                          "subset": 99}, 4, 0).setup()
+        build_datamodule(
+            {
+                "name": "image_folder",
+                "root": str(tmp_path),
+                "in_memory": False,
+                "num_workers": 0,
+                "subset": 99,
+            },
+            4,
+            0,
+        ).setup()
 
 
 @pytest.mark.parametrize("augment", [{}, {"crop_padding": 2, "flip": True, "cutout": 3}])
@@ -220,7 +323,9 @@ def test_channels_last_storage_gives_the_same_batches_in_the_networks_layout(aug
     a = list(TensorLoader(plain, 6, shuffle=True, augment=augment, seed=1))
     b = list(TensorLoader(nhwc, 6, shuffle=True, augment=augment, seed=1))
     assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
-    assert all(q[0].is_contiguous(memory_format=cl) for q in b)  # no layout copy left for the network
+    assert all(
+        q[0].is_contiguous(memory_format=cl) for q in b
+    )  # no layout copy left for the network
     assert all(p[0].is_contiguous() for p in a)
 
 
@@ -228,13 +333,24 @@ def test_the_evaluator_stores_the_data_in_the_networks_layout():
     from tests.conftest import lightning_evaluator
 
     cl = torch.channels_last
-    small = ("debug=smoke", "data=synthetic", "data.train_size=64", "data.test_size=16")  # 3 channels
+    small = (
+        "debug=smoke",
+        "data=synthetic",
+        "data.train_size=64",
+        "data.test_size=16",
+    )  # 3 channels
     on = lightning_evaluator(*small, "network.channels_last=true").datamodule
     off = lightning_evaluator(*small).datamodule
     for split in (on._train, on._val):
         assert split.images.is_contiguous(memory_format=cl) and not split.images.is_contiguous()
-    assert off._train.images.is_contiguous() and not off._train.images.is_contiguous(memory_format=cl)
+    assert off._train.images.is_contiguous() and not off._train.images.is_contiguous(
+        memory_format=cl
+    )
     x, _ = next(iter(on.train_dataloader()))
     assert x.is_contiguous(memory_format=cl)
-    result = lightning_evaluator(*small, "network.channels_last=true")([[1, 1, 3, 0, 0], [2, 1, 3, 1, 0]])
-    assert result["status"] == "ok" and 0.0 <= result["accuracy"] <= 1.0  # trains end to end in NHWC
+    result = lightning_evaluator(*small, "network.channels_last=true")(
+        [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0]]
+    )
+    assert (
+        result["status"] == "ok" and 0.0 <= result["accuracy"] <= 1.0
+    )  # trains end to end in NHWC

@@ -27,18 +27,22 @@ def test_reward_formula_on_known_numbers():
     assert shaped_reward(0.9, 1e7, 1e6, 1.5, cfg) == pytest.approx(expected)
     assert shaped_reward(0.9, 1e6, 1e6, 1.0, cfg) == pytest.approx(0.9)  # the reference chain
     assert shaped_reward(0.5, 2e6, 1e6, 2.0, RewardConfig(mu=2, rho=0, scale=1)) == pytest.approx(
-        0.5 - 2 * math.log(2))
+        0.5 - 2 * math.log(2)
+    )
 
 
 def test_ok_result_is_plain_and_complete():
-    r = evaluate(BLOCK, [*FAST, "reward.mu=1.0", "reward.rho=8.0"])  # both terms of the shaped reward at work
+    r = evaluate(
+        BLOCK, [*FAST, "reward.mu=1.0", "reward.rho=8.0"]
+    )  # both terms of the shaped reward at work
     assert r["status"] == "ok", r["error"]
     json.dumps(r)
     pickle.dumps(r)
     assert 0.0 <= r["accuracy"] <= 1.0 and r["epochs"] == 2 and r["restarts"] == 0
     assert r["flops"] > 0 and r["params"] > 0 and r["density"] == pytest.approx(7 / 5)
-    assert r["reward"] == pytest.approx(r["accuracy"] - 0.01 * (
-        math.log(r["flops"] / _ref_flops()) + 8 * math.log(1.4)))
+    assert r["reward"] == pytest.approx(
+        r["accuracy"] - 0.01 * (math.log(r["flops"] / _ref_flops()) + 8 * math.log(1.4))
+    )
     assert len(r["history"]) == 2 and r["history"][-1] == r["accuracy"]
 
 
@@ -46,14 +50,25 @@ def _ref_flops():
     from blockqnn.space.cost import count_flops
     from blockqnn.space.network import build_network
 
-    net = build_network("[[1,1,3,0,0]]", num_classes=10, in_channels=1, input_size=8, width=8,
-                        blocks_per_stage=1, stages=3)
+    net = build_network(
+        "[[1,1,3,0,0]]",
+        num_classes=10,
+        in_channels=1,
+        input_size=8,
+        width=8,
+        blocks_per_stage=1,
+        stages=3,
+    )
     return count_flops(net, (1, 8, 8))
 
 
 def test_same_seed_same_result():
     a, b = evaluate(BLOCK), evaluate(BLOCK)
-    assert a["accuracy"] == b["accuracy"] and a["reward"] == b["reward"] and a["history"] == b["history"]
+    assert (
+        a["accuracy"] == b["accuracy"]
+        and a["reward"] == b["reward"]
+        and a["history"] == b["history"]
+    )
 
 
 def test_non_finite_loss_is_diverged(monkeypatch):
@@ -91,7 +106,11 @@ def test_out_of_memory_is_oom_with_the_candidate_size(monkeypatch):
     monkeypatch.setattr(BlockClassifier, "forward", oom)
     r = evaluate(BLOCK)
     assert r["status"] == "oom" and r["reward"] == 0.0
-    assert r["params"] > 0 and f"{r['params']} parameters" in r["error"] and "out of memory" in r["error"]
+    assert (
+        r["params"] > 0
+        and f"{r['params']} parameters" in r["error"]
+        and "out of memory" in r["error"]
+    )
 
 
 def test_time_limit_gives_timeout():
@@ -115,10 +134,21 @@ def test_every_trainer_key_the_user_sets_reaches_each_candidate(monkeypatch):
         return built[-1]
 
     monkeypatch.setattr(training, "build_trainer", spy)
-    r = evaluate(BLOCK, [*FAST, "trainer.gradient_clip_val=0.5", "trainer.gradient_clip_algorithm=value",
-                         "trainer.limit_train_batches=3", "+trainer.max_time=null", "callbacks=early_stopping"])
+    r = evaluate(
+        BLOCK,
+        [
+            *FAST,
+            "trainer.gradient_clip_val=0.5",
+            "trainer.gradient_clip_algorithm=value",
+            "trainer.limit_train_batches=3",
+            "+trainer.max_time=null",
+            "callbacks=early_stopping",
+        ],
+    )
     assert r["status"] == "ok"
-    assert built and all(t.gradient_clip_val == 0.5 and t.gradient_clip_algorithm == "value" for t in built)
+    assert built and all(
+        t.gradient_clip_val == 0.5 and t.gradient_clip_algorithm == "value" for t in built
+    )
     assert built[-1].global_step == 6  # 2 epochs of 3 batches
     assert any(type(c).__name__ == "EarlyStopping" for c in built[-1].callbacks)
 
@@ -127,7 +157,7 @@ def test_restart_rule_fires_when_first_epoch_is_at_chance():
     # A threshold no accuracy can pass: every first epoch counts as "at chance".
     r = evaluate(BLOCK, [*FAST, "recipe.restart.threshold=1.01"])
     assert r["status"] == "ok" and r["restarts"] == 3
-    assert r["lr"] == pytest.approx(1e-3 * 0.4 ** 3)
+    assert r["lr"] == pytest.approx(1e-3 * 0.4**3)
     assert r["epochs"] == 2  # the last attempt trains its full epochs
     # Chance threshold by default: a learning block does not restart.
     assert evaluate(BLOCK)["restarts"] == 0
@@ -138,10 +168,21 @@ def test_checkpoint_rebuilds_its_network(tmp_path):
 
     ev = lightning_evaluator(*FAST)
     dm = ev.datamodule
-    model = BlockClassifier(json.loads(BLOCK), ev.network_spec(), {"_target_": "torch.optim.Adam", "_partial_": True},
-                            None)
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
-                        enable_progress_bar=False, default_root_dir=tmp_path, accelerator="cpu")
+    model = BlockClassifier(
+        json.loads(BLOCK),
+        ev.network_spec(),
+        {"_target_": "torch.optim.Adam", "_partial_": True},
+        None,
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
     trainer.fit(model, datamodule=dm)
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
@@ -160,8 +201,14 @@ def test_evaluate_in_a_worker_process():
     from tests.conftest import compose_search
 
     spec = evaluator_spec(compose_search(*FAST))
-    pool = PoolExecutor(spec, workers_per_gpu=1, cpu_workers=1, gpus=[], threads_per_cpu_worker=torch.get_num_threads(),
-                        max_retries=0)  # the same threads as this process: the same float reductions
+    pool = PoolExecutor(
+        spec,
+        workers_per_gpu=1,
+        cpu_workers=1,
+        gpus=[],
+        threads_per_cpu_worker=torch.get_num_threads(),
+        max_retries=0,
+    )  # the same threads as this process: the same float reductions
     pool.submit(0, json.loads(BLOCK))
     [(_, remote)] = pool.wait()
     pool.close()

@@ -13,61 +13,42 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import compose_search
-from tests.faults import attempts
+from tests.faults import BAD, FAULTY, GOOD, attempts, drain, evaluating, spec
 
 ROOT = Path(__file__).resolve().parents[1]
-FAULTY = ["evaluator=surrogate", "evaluator._target_=tests.faults.FaultyEvaluator", "logger=none",
-          "space.max_layers=6", "agent.batch_size=4", "agent.epsilon_schedule=[[1.0,2],[0.5,1]]"]
-GOOD, BAD = [[1, 1, 3, 0, 0]], [[1, 1, 1, 0, 0]]  # with every=2: BAD's key is faulty, GOOD's is not
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def _spec(*overrides):
-    from blockqnn.evaluator import evaluator_spec
-
-    return evaluator_spec(compose_search(*FAULTY, *overrides))
-
-
-def _drain(executor, limit=240):
-    results, deadline = {}, time.time() + limit
-    while executor.in_flight and time.time() < deadline:
-        results.update(executor.wait())
-    return results
-
-
-def _evaluating():
-    """Processes running a Ray evaluation task (Ray titles a busy worker by its function)."""
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        if any("ray::_ray_evaluate" in part for part in (p.info["cmdline"] or [])):
-            out.append(p.pid)
-    return out
 
 
 def _rows(run):
     con = sqlite3.connect(f"file:{run / 'search.db'}?mode=ro", uri=True)
-    rows = con.execute("SELECT id, nsc, status, reward, error, told FROM episodes ORDER BY id").fetchall()
+    rows = con.execute(
+        "SELECT id, nsc, status, reward, error, told FROM episodes ORDER BY id"
+    ).fetchall()
     con.close()
     return rows
 
 
 def _search(run, *extra, timeout=600):
-    return subprocess.run([sys.executable, str(ROOT / "search.py"), *FAULTY, f"hydra.run.dir={run}", *extra],
-                          capture_output=True, text=True, timeout=timeout, env=ENV, cwd=ROOT)
-
-
-def test_the_fault_rule_picks_the_bad_block():
-    from tests.faults import FaultyEvaluator
-
-    ev = FaultyEvaluator(compose_search(*FAULTY), fault="hang", every=2, devices=1, timeout_s=None)
-    assert ev.faulty(BAD) and not ev.faulty(GOOD)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "search.py"), *FAULTY, f"hydra.run.dir={run}", *extra],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+        cwd=ROOT,
+    )
 
 
 def test_a_hung_candidate_is_stopped_by_the_local_executor(tmp_path):
     run, log = tmp_path / "run", tmp_path / "attempts.txt"
-    out = _search(run, "+evaluator.fault=hang", "+evaluator.every=3", f"+evaluator.log={log}",
-                  "evaluator.timeout_s=1", "search.max_attempts=1")
+    out = _search(
+        run,
+        "+evaluator.fault=hang",
+        "+evaluator.every=3",
+        f"+evaluator.log={log}",
+        "evaluator.timeout_s=1",
+        "search.max_attempts=1",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = _rows(run)
     hung = attempts(log)
@@ -83,20 +64,32 @@ def test_a_hung_candidate_is_stopped_by_the_local_executor(tmp_path):
 def test_the_pool_kills_and_replaces_a_hung_worker_and_a_crash_looping_block_fails():
     from blockqnn.executors import PoolExecutor
 
-    pool = PoolExecutor(_spec("+evaluator.fault=hang", "+evaluator.every=2", "evaluator.timeout_s=1"),
-                        workers_per_gpu=1, cpu_workers=2, gpus=[], threads_per_cpu_worker=1, max_retries=1)
+    pool = PoolExecutor(
+        spec("+evaluator.fault=hang", "+evaluator.every=2", "evaluator.timeout_s=1"),
+        workers_per_gpu=1,
+        cpu_workers=2,
+        gpus=[],
+        threads_per_cpu_worker=1,
+        max_retries=1,
+    )
     try:
         pool.submit("bad", BAD)
         pool.submit("good", GOOD)
         time.sleep(0.5)
         hung_pid = next(iter(pool.pools[0]._processes))
-        results = _drain(pool)
-        assert results["bad"]["status"] == "timeout" and "killed and replaced" in results["bad"]["error"]
+        results = drain(pool)
+        assert (
+            results["bad"]["status"] == "timeout"
+            and "killed and replaced" in results["bad"]["error"]
+        )
         assert results["good"]["status"] == "ok"
-        assert not psutil.pid_exists(hung_pid) or psutil.Process(hung_pid).status() == psutil.STATUS_ZOMBIE
+        assert (
+            not psutil.pid_exists(hung_pid)
+            or psutil.Process(hung_pid).status() == psutil.STATUS_ZOMBIE
+        )
         assert pool.replaced == 1 and pool.retries == 0
         pool.submit("again", GOOD)  # the replacement worker evaluates
-        assert _drain(pool)["again"]["status"] == "ok"
+        assert drain(pool)["again"]["status"] == "ok"
     finally:
         pool.close()
 
@@ -106,12 +99,18 @@ def test_a_block_that_crashes_its_pool_worker_is_retried_then_failed(tmp_path):
     from blockqnn.executors import PoolExecutor
 
     log = tmp_path / "attempts.txt"
-    pool = PoolExecutor(_spec("+evaluator.fault=crash", "+evaluator.every=2", f"+evaluator.log={log}"),
-                        workers_per_gpu=1, cpu_workers=2, gpus=[], threads_per_cpu_worker=1, max_retries=2)
+    pool = PoolExecutor(
+        spec("+evaluator.fault=crash", "+evaluator.every=2", f"+evaluator.log={log}"),
+        workers_per_gpu=1,
+        cpu_workers=2,
+        gpus=[],
+        threads_per_cpu_worker=1,
+        max_retries=2,
+    )
     try:
         pool.submit("bad", BAD)
         pool.submit("good", GOOD)
-        results = _drain(pool)
+        results = drain(pool)
     finally:
         pool.close()
     assert results["good"]["status"] == "ok"
@@ -124,37 +123,56 @@ def test_ray_stops_hung_tasks_and_fails_a_crash_looping_block(tmp_path):
     code = f"""
 import json, sys, time
 sys.path.insert(0, {str(ROOT)!r})
-from tests.test_faults import _spec, _drain, _evaluating, BAD, GOOD
+from tests.faults import spec, drain, evaluating, BAD, GOOD
 from blockqnn import executors
 from blockqnn.executors import RayExecutor
 out = {{}}
 for fault in ("hang", "hang_hard", "crash"):
     # The force-cancel backstop: its default where the worker's own alarm must act, sooner for
-    # a hang deaf to it (still past a worker's start-up, so the good block is never cancelled).
-    executors.RAY_SLACK_S = 15.0 if fault == "hang_hard" else 60.0
-    ex = RayExecutor(_spec("+evaluator.fault=" + fault, "+evaluator.every=2", "evaluator.timeout_s=1",
-                           "+evaluator.log={tmp_path}/" + fault), address=None, num_cpus=1, num_gpus=0,
+    # a hang deaf to it. It counts from when the worker began the evaluation: a worker whose
+    # start-up (8 s here) outlasts the hard limit and the slack (3 + 2 s grace + 2 s) is never
+    # cancelled for it; the good block's evaluation (the surrogate, prepared before the limit
+    # starts) is instant, so a loaded machine still has seconds of slack for it.
+    executors.RAY_SLACK_S = 2.0 if fault == "hang_hard" else 30.0
+    setup = ["+evaluator.setup_s=8"] if fault == "hang_hard" else []
+    ex = RayExecutor(spec("+evaluator.fault=" + fault, "+evaluator.every=2", "evaluator.timeout_s=3",
+                           "+evaluator.log={tmp_path}/" + fault, *setup), address=None, num_cpus=1, num_gpus=0,
                      max_in_flight=None, max_retries=1, include_dashboard=False, local_cpus=2)
     ex.submit("bad", BAD); ex.submit("good", GOOD)
-    out[fault] = {{k: [v["status"], v["error"]] for k, v in _drain(ex).items()}}
-    time.sleep(2)
-    out[fault]["left"] = _evaluating()
+    out[fault] = {{k: [v["status"], v["error"]] for k, v in drain(ex).items()}}
+    deadline = time.time() + 10  # a cancelled task's worker takes a moment to go
+    while evaluating() and time.time() < deadline:
+        time.sleep(0.1)
+    out[fault]["left"] = evaluating()
 print("RESULT", json.dumps(out))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=400, env=ENV, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=400, env=ENV, cwd=ROOT
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     import json
 
-    res = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    res = json.loads(
+        next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:]
+    )
     for fault in ("hang", "hang_hard", "crash"):
-        assert res[fault]["good"][0] == "ok" and res[fault]["left"] == [], fault
-    assert res["hang"]["bad"][0] == "timeout" and "interrupted in its Ray worker" in res["hang"]["bad"][1]
-    assert res["hang_hard"]["bad"][0] == "timeout" and "cancelled with force=True" in res["hang_hard"]["bad"][1]
+        assert res[fault]["good"][0] == "ok" and res[fault]["left"] == [], (fault, res[fault])
+    assert (
+        res["hang"]["bad"][0] == "timeout"
+        and "interrupted in its Ray worker" in res["hang"]["bad"][1]
+    )
+    assert (
+        res["hang_hard"]["bad"][0] == "timeout"
+        and "cancelled with force=True" in res["hang_hard"]["bad"][1]
+    )
     assert res["crash"]["bad"][0] == "failed"
-    assert list(attempts(tmp_path / "crash").values()) == [2]  # the first try and max_retries=1 more
+    assert list(attempts(tmp_path / "crash").values()) == [
+        2
+    ]  # the first try and max_retries=1 more
 
 
 # --- a Ray cluster of two nodes on this machine -------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
@@ -169,7 +187,11 @@ def reference(tmp_path_factory):
 def cluster():
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    c = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={"num_cpus": 1, "include_dashboard": False},
+    )
     yield c
     c.shutdown()
 
@@ -192,10 +214,21 @@ def test_a_ray_cluster_loses_a_worker_node_mid_search(tmp_path, cluster, referen
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     run = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "search.py"), *FAULTY, f"hydra.run.dir={run}", "+evaluator.sleep_s=1.0",
-           "executor=ray", f"executor.address={cluster.address}", "search.max_episodes=8",
-           "agent.epsilon_schedule=[[1.0,1],[0.5,1]]", f"+evaluator.log={tmp_path / 'attempts'}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    cmd = [
+        sys.executable,
+        str(ROOT / "search.py"),
+        *FAULTY,
+        f"hydra.run.dir={run}",
+        "+evaluator.sleep_s=1.0",
+        "executor=ray",
+        f"executor.address={cluster.address}",
+        "search.max_episodes=8",
+        "agent.epsilon_schedule=[[1.0,1],[0.5,1]]",
+        f"+evaluator.log={tmp_path / 'attempts'}",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT
+    )
     assert _wait_rows(run, 1, proc), "the search did not start"
     raylet = worker.all_processes["raylet"][0].process.pid
 
@@ -206,14 +239,23 @@ def test_a_ray_cluster_loses_a_worker_node_mid_search(tmp_path, cluster, referen
             return False
 
     log, deadline = tmp_path / "attempts", time.time() + 60
-    while not (log.exists() and any(on_worker_node(int(line.split()[1])) for line in log.read_text().splitlines())):
-        assert time.time() < deadline and proc.poll() is None, "no evaluation ran on the worker node"
+    while not (
+        log.exists()
+        and any(on_worker_node(int(line.split()[1])) for line in log.read_text().splitlines())
+    ):
+        assert time.time() < deadline and proc.poll() is None, (
+            "no evaluation ran on the worker node"
+        )
         time.sleep(0.05)
-    cluster.remove_node(worker, allow_graceful=False)  # its raylet and workers die with the evaluation they run
+    cluster.remove_node(
+        worker, allow_graceful=False
+    )  # its raylet and workers die with the evaluation they run
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     rows = _rows(run)
-    assert [(r[0], r[1], r[2]) for r in rows] == reference  # every episode once, the same blocks, all ok
+    assert [
+        (r[0], r[1], r[2]) for r in rows
+    ] == reference  # every episode once, the same blocks, all ok
     con = sqlite3.connect(run / "search.db")
     trained = con.execute("SELECT COUNT(*) FROM episodes WHERE reused = 0").fetchone()[0]
     con.close()
@@ -223,20 +265,34 @@ def test_a_ray_cluster_loses_a_worker_node_mid_search(tmp_path, cluster, referen
 @pytest.mark.slow
 def test_a_master_killed_with_ray_tasks_in_flight_leaves_none_behind(tmp_path, cluster, reference):
     run = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "search.py"), *FAULTY, f"hydra.run.dir={run}", "+evaluator.sleep_s=1.0",
-           "executor=ray", f"executor.address={cluster.address}", "search.max_episodes=8",
-           "agent.epsilon_schedule=[[1.0,1],[0.5,1]]"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT)
-    assert _wait_rows(run, 2, proc), "the search did not start"
-    time.sleep(1.0)  # the next evaluation is in flight
-    assert _evaluating(), "no Ray task in flight when the master is killed"
+    cmd = [
+        sys.executable,
+        str(ROOT / "search.py"),
+        *FAULTY,
+        f"hydra.run.dir={run}",
+        "+evaluator.sleep_s=1.0",
+        "executor=ray",
+        f"executor.address={cluster.address}",
+        "search.max_episodes=8",
+        "agent.epsilon_schedule=[[1.0,1],[0.5,1]]",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT
+    )
+    assert _wait_rows(run, 1, proc), "the search did not start"
+    deadline = time.time() + 120  # wait for an evaluation in flight (not a fixed sleep: CI is slow)
+    while not evaluating():
+        assert time.time() < deadline and proc.poll() is None, "no Ray task in flight to kill"
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 30
-    while _evaluating() and time.time() < deadline:  # Ray kills the tasks of a dead owner
+    while evaluating() and time.time() < deadline:  # Ray kills the tasks of a dead owner
         time.sleep(0.5)
-    assert _evaluating() == [], "tasks of the killed master still run on the cluster"
+    assert evaluating() == [], "tasks of the killed master still run on the cluster"
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert [(r[0], r[1], r[2]) for r in _rows(run)] == reference  # every episode once, the same blocks
-    assert _evaluating() == []
+    assert [
+        (r[0], r[1], r[2]) for r in _rows(run)
+    ] == reference  # every episode once, the same blocks
+    assert evaluating() == []

@@ -12,7 +12,7 @@ from blockqnn.space.draw import draw_block
 from blockqnn.space.network import BlockModule, build_network
 from blockqnn.space.nsc import Block, random_block
 from blockqnn.space.presets import PRESETS, preset
-from tests.test_nsc import blocks
+from tests.helpers import blocks
 
 
 def forward_backward(net, shape, classes):
@@ -50,8 +50,15 @@ def test_23_layer_block_trains_one_step():
 
 
 def test_imagenet_network_and_sizes():
-    net = build_network(preset("resnet_basic"), kind="imagenet", num_classes=7, width=8,
-                        stages=4, blocks_per_stage=1, input_size=64)
+    net = build_network(
+        preset("resnet_basic"),
+        kind="imagenet",
+        num_classes=7,
+        width=8,
+        stages=4,
+        blocks_per_stage=1,
+        input_size=64,
+    )
     forward_backward(net, (2, 3, 64, 64), 7)
     with pytest.raises(ConfigError, match="unknown network kind"):
         build_network(preset("plain"), kind="mobile")
@@ -104,11 +111,18 @@ def test_build_network_refuses_bad_block():
         build_network("[[1,1,2,0,0]]")
 
 
-@pytest.mark.parametrize("nsc", [
-    [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 1, 3, 2, 0], [4, 7, 0, 0, 0]],  # a chain: one path
-    "resnet_basic",  # the block's output is its add
-    [[1, 1, 3, 0, 0], [2, 2, 3, 0, 0], [3, 7, 0, 0, 0]],  # two leaves joined by the output concat
-])
+@pytest.mark.parametrize(
+    "nsc",
+    [
+        [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 1, 3, 2, 0], [4, 7, 0, 0, 0]],  # a chain: one path
+        "resnet_basic",  # the block's output is its add
+        [
+            [1, 1, 3, 0, 0],
+            [2, 2, 3, 0, 0],
+            [3, 7, 0, 0, 0],
+        ],  # two leaves joined by the output concat
+    ],
+)
 def test_drop_path_never_blanks_a_sample(nsc):
     from blockqnn.space.network import BlockModule
     from blockqnn.space.presets import preset
@@ -140,5 +154,65 @@ def test_branch_drop_keeps_one_input_per_sample_and_the_expectation():
     xs = [torch.ones(20000, 1), torch.ones(20000, 1)]
     a, b = drop(xs)
     assert ((a + b) > 0).all()
-    assert float(a.mean()) == pytest.approx(1.0 + 0.25, abs=0.05)  # 1/(1-p) scaling, plus the forced survivors
+    assert float(a.mean()) == pytest.approx(
+        1.0 + 0.25, abs=0.05
+    )  # 1/(1-p) scaling, plus the forced survivors
     assert drop.eval()(xs) is xs
+
+
+def _overlap(a, b, w, h):
+    return abs(a[0] - b[0]) < w and abs(a[1] - b[1]) < h
+
+
+def test_drawings_of_a_23_layer_block_and_a_network_have_no_overlapping_boxes(tmp_path):
+    """#28: boxes laid out on a grid never overlap; the network drawing lists its stages; both
+    drawings are written as PNG and SVG with a legend and formatted numbers."""
+    from blockqnn.agent import RandomAgent
+    from blockqnn.space.draw import (
+        BOX_H,
+        BOX_W,
+        NET_BOX_W,
+        block_layout,
+        draw_block,
+        draw_network,
+        network_layout,
+    )
+    from blockqnn.space.presets import preset
+
+    agent = RandomAgent(max_layers=23, seed=5)
+    block = max((agent.ask() for _ in range(60)), key=lambda b: len(b.body))
+    assert len(block.body) == 23
+    g, pos = block_layout(block)
+    nodes = list(pos)
+    assert len(nodes) == 25  # input, 23 layers, output
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1 :]:
+            assert not _overlap(pos[a], pos[b], BOX_W, BOX_H), (a, b)
+    for a, b in g.edges():  # every edge points down, from its source's row to a later one
+        assert pos[a][1] > pos[b][1]
+    spec = {
+        "kind": "cifar",
+        "width": 32,
+        "blocks_per_stage": 2,
+        "stages": 3,
+        "num_classes": 10,
+        "in_channels": 3,
+        "input_size": 32,
+    }
+    boxes, npos = network_layout(preset("inception"), spec)
+    labels = [t for t, _ in boxes]
+    assert labels[1].startswith("stem") and "stage 3: block x 2, F=128, 8x8" in labels
+    assert labels.count("max pool /2") == 2 and labels[-1] == "linear -> 10 classes"
+    for i, a in enumerate(npos):
+        for b in npos[i + 1 :]:
+            assert not _overlap(a, b, NET_BOX_W, BOX_H)
+    files = draw_block(block, tmp_path / "b.png", title="reward 0.9861")
+    files += draw_network(preset("inception"), spec, tmp_path / "n.png")
+    assert [f.suffix for f in files] == [".png", ".svg", ".png", ".svg"] and all(
+        f.stat().st_size for f in files
+    )
+    svg = (tmp_path / "b.svg").read_text()
+    assert (
+        "ReLU-conv-BN" in svg and "output = concat" in svg
+    )  # the legend, the output's concatenation
+    assert "MFLOPs per image" in (tmp_path / "n.svg").read_text()

@@ -15,22 +15,9 @@ from blockqnn.space.nsc import (
     legal_actions,
     random_block,
 )
+from tests.helpers import blocks  # noqa: E402
 
 RESNET = "[[1,1,3,0,0],[2,1,3,1,0],[3,5,0,0,2],[4,7,0,0,0]]"
-
-
-@st.composite
-def blocks(draw, max_layers=23):
-    """Any valid block: a walk through the legal actions."""
-    body = []
-    while True:
-        actions = legal_actions(body, max_layers)
-        if not body:
-            actions = [a for a in actions if a.type != LayerType.TERMINAL]
-        action = draw(st.sampled_from(actions))
-        if action.type == LayerType.TERMINAL:
-            return Block(tuple(body) + (action,))
-        body.append(action)
 
 
 def renumber(block: Block, rng: random.Random, swap: bool = True) -> Block:
@@ -126,7 +113,15 @@ def test_terminal_required_and_max_layers():
 
 
 def test_malformed_lists_never_raise_bare_errors():
-    for bad in ([None], [[]], [[1, 1, 3, 0, 0, 0]], [["a", 1, 3, 0, 0]], None, 5, [[1, 1, 3, 0, 0], {}]):
+    for bad in (
+        [None],
+        [[]],
+        [[1, 1, 3, 0, 0, 0]],
+        [["a", 1, 3, 0, 0]],
+        None,
+        5,
+        [[1, 1, 3, 0, 0], {}],
+    ):
         with pytest.raises(BlockError):
             Block.parse(bad)
 
@@ -165,7 +160,9 @@ def test_mutated_block_gets_a_different_key(block, data):
     if la.type in (5, 6):
         new = la._replace(type=11 - la.type)  # add <-> concat
     elif la.type == 1:
-        new = la._replace(kernel=data.draw(st.sampled_from([k for k in (1, 3, 5) if k != la.kernel])))
+        new = la._replace(
+            kernel=data.draw(st.sampled_from([k for k in (1, 3, 5) if k != la.kernel]))
+        )
     else:
         new = la._replace(type=1, kernel=3)
     layers = list(block.body)

@@ -6,13 +6,21 @@ import random
 import pytest
 
 from blockqnn.predictor import RewardPredictor, features
-from blockqnn.search.loop import Search, SearchInterrupted, fingerprint
+from blockqnn.search.loop import Search
+from blockqnn.search.setup import fingerprint
+from blockqnn.search.signals import SearchInterrupted
 from blockqnn.search.store import SearchStore
 from blockqnn.space.nsc import Block, random_block
 from tests.conftest import compose_search as cfg_for
 
-BASE = ["recipe.epochs=1", "network.width=8", "space.max_layers=5", "agent.batch_size=8",
-        "agent.epsilon_schedule=[[1.0,4],[0.3,3]]", "logger=none"]
+BASE = [
+    "recipe.epochs=1",
+    "network.width=8",
+    "space.max_layers=5",
+    "agent.batch_size=8",
+    "agent.epsilon_schedule=[[1.0,4],[0.3,3]]",
+    "logger=none",
+]
 PRED = ["predictor=forest", "search.predictor.min_measured=8", "search.predictor.refit_every=4"]
 
 
@@ -21,8 +29,18 @@ def synthetic(nsc):
     b = Block.parse(nsc)
     convs = sum(la.type == 1 for la in b.body)
     pools = sum(la.type in (2, 3) for la in b.body)
-    return {"status": "ok", "reward": 0.5 + 0.08 * convs - 0.05 * pools, "accuracy": 0.9, "flops": 1000,
-            "params": 10, "density": b.density, "epochs": 1, "restarts": 0, "wall_time": 0.0, "error": None}
+    return {
+        "status": "ok",
+        "reward": 0.5 + 0.08 * convs - 0.05 * pools,
+        "accuracy": 0.9,
+        "flops": 1000,
+        "params": 10,
+        "density": b.density,
+        "epochs": 1,
+        "restarts": 0,
+        "wall_time": 0.0,
+        "error": None,
+    }
 
 
 def test_gating_trains_promising_and_uncertain_blocks_only():
@@ -123,7 +141,9 @@ def test_predicted_rewards_are_refreshed_in_the_agents_memory_after_each_refit(t
     blocks = [Block.parse(e["nsc"]) for e in predicted.values()]
     latest = search.predictor.predict_many(blocks)
     # Every predicted result in the agent's memory holds the last forest's estimate ...
-    assert [memory[e["told"]][1] for e in predicted.values()] == pytest.approx(list(latest), abs=1e-12)
+    assert [memory[e["told"]][1] for e in predicted.values()] == pytest.approx(
+        list(latest), abs=1e-12
+    )
     # ... not the one it was sampled with (stored with the episode), for those refitted since.
     assert any(abs(memory[e["told"]][1] - e["reward"]) > 1e-9 for e in predicted.values())
     # Measured results keep their measured reward.
@@ -131,8 +151,8 @@ def test_predicted_rewards_are_refreshed_in_the_agents_memory_after_each_refit(t
 
 
 def test_qlearning_relabel_survives_checkpoint_and_restore():
-    from tests.test_agent import _saved, assert_same_continuation
     from blockqnn.agent.qlearning import QLearningAgent
+    from tests.helpers import assert_same_continuation, save_checkpoint
 
     a = QLearningAgent(max_layers=8, seed=4)
     rng = random.Random(5)
@@ -140,10 +160,10 @@ def test_qlearning_relabel_survives_checkpoint_and_restore():
     for i in range(60):
         a.tell(a.ask(0.8), rng.random())
         if i % 7 == 0:
-            _saved(saved, a.checkpoint())
+            save_checkpoint(saved, a.checkpoint())
         if i in (20, 41):
             a.relabel({j: rng.random() for j in range(0, i, 3)})
-    _saved(saved, a.checkpoint())
+    save_checkpoint(saved, a.checkpoint())
     b = QLearningAgent(max_layers=8, seed=4)
     b.restore(saved["state"], saved["parts"])
     assert b.memory == a.memory and b.q == a.q

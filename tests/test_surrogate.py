@@ -15,7 +15,15 @@ from tests.conftest import SMOKE, compose_search
 
 SPECS = [
     dict(num_classes=100, in_channels=3, input_size=32, width=32, blocks_per_stage=2, stages=3),
-    dict(kind="imagenet", num_classes=10, in_channels=3, input_size=64, width=8, blocks_per_stage=1, stages=4),
+    dict(
+        kind="imagenet",
+        num_classes=10,
+        in_channels=3,
+        input_size=64,
+        width=8,
+        blocks_per_stage=1,
+        stages=4,
+    ),
     dict(num_classes=10, in_channels=1, input_size=14, width=12, blocks_per_stage=1, stages=3),
 ]
 
@@ -32,9 +40,13 @@ def test_network_cost_is_what_torch_counts(spec):
 
 def _table(path, rows):
     with gzip.open(path, "wt") as f:
-        f.write("run,episode,seed,key,nsc,status,accuracy,history,flops,params,density,epochs,wall_time\n")
+        f.write(
+            "run,episode,seed,key,nsc,status,accuracy,history,flops,params,density,epochs,wall_time\n"
+        )
         for i, (block, seed, acc) in enumerate(rows):
-            f.write(f'r,{i},{seed},{block.key},"{block.canonical.to_json()}",ok,{acc},"[{acc}]",0,0,1,1,1\n')
+            f.write(
+                f'r,{i},{seed},{block.key},"{block.canonical.to_json()}",ok,{acc},"[{acc}]",0,0,1,1,1\n'
+            )
 
 
 @pytest.fixture
@@ -59,22 +71,29 @@ def table(tmp_path):
 def surrogate(table, *overrides):
     from blockqnn.evaluator import evaluator_spec, make_evaluator
 
-    ev = make_evaluator(evaluator_spec(compose_search(*SMOKE, "evaluator=surrogate", f"evaluator.table={table}",
-                                                      *overrides)))
+    ev = make_evaluator(
+        evaluator_spec(
+            compose_search(*SMOKE, "evaluator=surrogate", f"evaluator.table={table}", *overrides)
+        )
+    )
     ev.prepare()
     return ev
 
 
 def test_surrogate_results(table):
-    ev = surrogate(table, "reward.mu=1.0", "reward.rho=8.0")  # both terms of the shaped reward at work
+    ev = surrogate(
+        table, "reward.mu=1.0", "reward.rho=8.0"
+    )  # both terms of the shaped reward at work
     # The measured noise: 10 blocks seen under two seeds 0.02 apart (variance 0.0002 each).
-    assert ev.noise_std == pytest.approx(0.02 / 2 ** 0.5)
+    assert ev.noise_std == pytest.approx(0.02 / 2**0.5)
     good = Block.parse([[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 1, 3, 2, 0], [4, 1, 3, 3, 0]])
     bad = Block.parse([[1, 2, 3, 0, 0], [2, 3, 3, 1, 0], [3, 2, 1, 2, 0], [4, 4, 0, 3, 0]])
     r = ev(good.to_list())
     assert r["status"] == "ok" and ev(bad.to_list())["accuracy"] < r["accuracy"]
     again = ev(good.to_list())
-    assert {k: v for k, v in r.items() if k != "wall_time"} == {k: v for k, v in again.items() if k != "wall_time"}
+    assert {k: v for k, v in r.items() if k != "wall_time"} == {
+        k: v for k, v in again.items() if k != "wall_time"
+    }
     # Deterministic for a seed and key; the noise differs with the seed.
     other = surrogate(table, "seed=1")(good.to_list())
     assert other["accuracy"] != r["accuracy"]
@@ -84,12 +103,20 @@ def test_surrogate_results(table):
     from blockqnn.evaluator.reward import RewardConfig, shaped_reward
 
     ref = network_cost(Block.parse([[1, 1, 3, 0, 0]]), **spec)[0]
-    assert r["reward"] == pytest.approx(shaped_reward(r["accuracy"], r["flops"], ref, good.density,
-                                                      RewardConfig(mu=1.0, rho=8.0, scale=0.01,
-                                                                   flops_reference="plain")))
+    assert r["reward"] == pytest.approx(
+        shaped_reward(
+            r["accuracy"],
+            r["flops"],
+            ref,
+            good.density,
+            RewardConfig(mu=1.0, rho=8.0, scale=0.01, flops_reference="plain"),
+        )
+    )
     assert ev("[[1,1,2,0,0]]")["status"] == "invalid"
     quiet = surrogate(table, "evaluator.noise_std=0")
-    assert quiet(good.to_list())["accuracy"] == pytest.approx(float(quiet.predict([good.to_list()])[0]))
+    assert quiet(good.to_list())["accuracy"] == pytest.approx(
+        float(quiet.predict([good.to_list()])[0])
+    )
 
 
 def test_surrogate_refuses_a_missing_table_or_unknown_model(tmp_path, table):
@@ -100,21 +127,52 @@ def test_surrogate_refuses_a_missing_table_or_unknown_model(tmp_path, table):
 
 
 def test_search_with_the_surrogate(tmp_path, table):
-    from blockqnn.search.loop import Search, validate
+    from blockqnn.search.loop import Search
+    from blockqnn.search.setup import validate
     from blockqnn.search.store import SearchStore
     from tests.conftest import fingerprint_of
 
-    cfg = compose_search(*SMOKE, "evaluator=surrogate", f"evaluator.table={table}", "trainer=gpu",
-                         "agent.epsilon_schedule=[[1.0,5],[0.1,5]]", "logger=none")
+    cfg = compose_search(
+        *SMOKE,
+        "evaluator=surrogate",
+        f"evaluator.table={table}",
+        "trainer=gpu",
+        "agent.epsilon_schedule=[[1.0,5],[0.1,5]]",
+        "logger=none",
+    )
     ev = validate(cfg)  # no GPU check: the surrogate trains nothing
     Search(cfg, tmp_path, evaluator=ev).run()
     rows = SearchStore(tmp_path / "search.db", fingerprint_of(cfg)).episodes()
     assert len(rows) == 40 and all(r["status"] == "ok" and r["flops"] > 0 for r in rows)
-    assert json.loads((tmp_path / "best_block.json").read_text())["reward"] == max(r["reward"] for r in rows)
+    assert json.loads((tmp_path / "best_block.json").read_text())["reward"] == max(
+        r["reward"] for r in rows
+    )
 
 
 def test_shipped_table_fits():
     from blockqnn.evaluator.surrogate import DEFAULT_TABLE, measured, read_table
 
     keys, _, acc, _, _ = measured(read_table(DEFAULT_TABLE))
-    assert len(keys) >= 500 and 0.3 < acc.mean() < 0.95  # a real table: hundreds of blocks, unsaturated
+    assert (
+        len(keys) >= 500 and 0.3 < acc.mean() < 0.95
+    )  # a real table: hundreds of blocks, unsaturated
+
+
+def test_flat_forest_predicts_what_sklearn_predicts():
+    """FlatForest walks the trees itself (numpy, for speed): its predictions must be sklearn's,
+    at thresholds and on features of every kind (bugs: a leaf not pointing at itself, the
+    depth one short, float64 features against float32 thresholds)."""
+    import numpy as np
+    from sklearn.ensemble import RandomForestRegressor
+
+    from blockqnn.evaluator.surrogate import FlatForest
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack(
+        [rng.integers(0, 5, 400), rng.normal(size=400), rng.random(400) * 1e6, rng.random(400)]
+    )
+    y = np.sin(x[:, 0]) + x[:, 1] ** 2 + 1e-6 * x[:, 2] + rng.normal(scale=0.1, size=400)
+    forest = RandomForestRegressor(n_estimators=25, min_samples_leaf=2, random_state=0).fit(x, y)
+    probe = np.vstack([x[:50], rng.normal(size=(50, 4)) * [3, 2, 1e6, 1]])
+    probe = np.vstack([probe, forest.estimators_[0].tree_.threshold[:4].reshape(1, 4)])
+    np.testing.assert_allclose(FlatForest(forest).predict(probe), forest.predict(probe), rtol=1e-12)

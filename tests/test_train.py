@@ -15,6 +15,7 @@ import torch
 from blockqnn.errors import BlockError, ConfigError
 from blockqnn.final import CheckpointError, check_checkpoint, resolve_block
 from blockqnn.space.presets import preset
+from tests.conftest import run_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["logger=csv", "network.width=8", "network.blocks_per_stage=1"]
@@ -45,8 +46,13 @@ def test_digits_training_metrics_and_exports_agree(tmp_path):
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
     env["HOME"] = str(tmp_path)  # no W&B login: offline
-    out = subprocess.run(train_cmd(run, "train.epochs=2", logger="wandb"), capture_output=True, text=True,
-                         timeout=600, env=env)
+    out = subprocess.run(
+        train_cmd(run, "train.epochs=2", logger="wandb"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     # W&B (offline) logged the training and the block's picture.
     runs = list((run / "wandb").glob("offline-run-*"))
@@ -58,8 +64,9 @@ def test_digits_training_metrics_and_exports_agree(tmp_path):
     # The Lightning model from the checkpoint, TorchScript and ONNX give the same predictions.
     from blockqnn.evaluator.module import BlockClassifier
 
-    model = BlockClassifier.load_from_checkpoint(run / "checkpoints" / "last.ckpt", weights_only=True,
-                                                 map_location="cpu").eval()
+    model = BlockClassifier.load_from_checkpoint(
+        run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu"
+    ).eval()
     x = torch.randn(16, 1, 8, 8)
     with torch.no_grad():
         ref = model(x).numpy()
@@ -73,14 +80,16 @@ def test_digits_training_metrics_and_exports_agree(tmp_path):
     assert (onnx_out.argmax(1) == ref.argmax(1)).all()
     # The exports carry the normalisation: raw test images (sklearn's digits, 0..16, divided by
     # 16: float in [0, 1], channels first) give the PyTorch model's test accuracy.
-    from blockqnn.data.modules import _digits
+    from blockqnn.data.sources import _digits
 
     raw = _digits({})[1]()
     images = raw.images.numpy()
     assert images.min() >= 0 and images.max() <= 1
     onnx_acc = float((sess.run(None, {"images": images})[0].argmax(1) == raw.labels.numpy()).mean())
     assert onnx_acc == pytest.approx(metrics["test_acc"], abs=1e-6)
-    assert float(model.net.normalize.std.min()) < 0.9  # the training split's statistics, not the identity
+    assert (
+        float(model.net.normalize.std.min()) < 0.9
+    )  # the training split's statistics, not the identity
 
 
 @pytest.mark.slow
@@ -88,11 +97,22 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     """train.batch_size is the global batch: each of the 2 processes trains on half of it,
     over its half of the data."""
     run, seen = tmp_path / "run", tmp_path / "batches"
-    out = subprocess.run(train_cmd(run, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                                   "train.epochs=3", "train.export=false", "train.batch_size=64",
-                                   "+callbacks.record._target_=tests.conftest.BatchRecorder",
-                                   f"+callbacks.record.folder={seen}"),
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        train_cmd(
+            run,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "train.epochs=3",
+            "train.export=false",
+            "train.batch_size=64",
+            "+callbacks.record._target_=tests.conftest.BatchRecorder",
+            f"+callbacks.record.folder={seen}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and metrics["test_acc"] > 0.6
@@ -102,18 +122,43 @@ def test_ddp_with_two_cpu_processes(tmp_path):
         assert max(r["sizes"]) == 32  # 64 / 2 processes
     assert len(ranks[0]["sizes"]) == len(ranks[1]["sizes"])  # each rank one half of the data
     single = tmp_path / "single"
-    one = subprocess.run(train_cmd(tmp_path / "one", "train.epochs=1", "train.export=false", "train.batch_size=64",
-                                   "+callbacks.record._target_=tests.conftest.BatchRecorder",
-                                   f"+callbacks.record.folder={single}"), capture_output=True, text=True, timeout=900)
+    one = subprocess.run(
+        train_cmd(
+            tmp_path / "one",
+            "train.epochs=1",
+            "train.export=false",
+            "train.batch_size=64",
+            "+callbacks.record._target_=tests.conftest.BatchRecorder",
+            f"+callbacks.record.folder={single}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     alone = json.loads((single / "rank0.json").read_text())["sizes"]
-    assert max(alone) == 64 and len(ranks[0]["sizes"]) == 3 * len(alone)  # same steps per epoch as one process
+    assert max(alone) == 64 and len(ranks[0]["sizes"]) == 3 * len(
+        alone
+    )  # same steps per epoch as one process
 
 
 def test_ddp_batch_that_does_not_divide_is_refused(tmp_path):
-    out = subprocess.run(train_cmd(tmp_path / "run", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                                   "train.batch_size=63"), capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and "train.batch_size=63 is the global batch and must divide" in out.stderr
+    out = subprocess.run(
+        train_cmd(
+            tmp_path / "run",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "train.batch_size=63",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        out.returncode == 2
+        and "train.batch_size=63 is the global batch and must divide" in out.stderr
+    )
 
 
 @pytest.mark.slow
@@ -133,30 +178,42 @@ def test_interrupted_training_resumes_and_finishes(tmp_path):
     assert metrics["epochs"] == 4 and metrics["resumed_from"].endswith("last.ckpt")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("override,message", [
-    ("block=[[1,1,2,0,0]]", "layer 1: kernel 2 is not allowed"),
-    ("block=resnet_huge", "not a preset"),
-    ("train.ckpt_path=/nonexistent/last.ckpt", "does not exist"),
-    ("train.optim.lr=0.1", "use model/optimizer"),
-    ("train.batch_size=0", "train.batch_size=0 must be >= 1"),
-    ("+trainer.max_epochs=3", "trainer.max_epochs is set by train.py"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("block=[[1,1,2,0,0]]", "layer 1: kernel 2 is not allowed"),
+        ("block=resnet_huge", "not a preset"),
+        ("train.ckpt_path=/nonexistent/last.ckpt", "does not exist"),
+        ("train.batch_size=0", "train.batch_size=0 must be >= 1"),
+        ("+trainer.max_epochs=3", "trainer.max_epochs is set by train.py"),
+    ],
+)
 def test_bad_input_gives_one_message(tmp_path, override, message):
-    out = subprocess.run(train_cmd(tmp_path / "run", override, "train.epochs=1"), capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    """train.py's own checks, run in this process (its exit and message are the point)."""
+    code, err = run_entry("train", tmp_path / "run", *FAST, override, "train.epochs=1")
+    assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-def test_mismatched_checkpoint_is_refused(tmp_path):
-    from blockqnn.evaluator.module import BlockClassifier
+def test_bad_input_hydra_refuses_while_composing(tmp_path):
+    out = subprocess.run(
+        train_cmd(tmp_path / "run", "train.optim.lr=0.1"), capture_output=True, text=True
+    )
+    assert out.returncode != 0 and "use model/optimizer" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()
 
+
+def test_mismatched_checkpoint_is_refused(tmp_path):
     import lightning as L
 
-    model = BlockClassifier(preset("plain").to_list(), {"num_classes": 3, "in_channels": 1, "width": 4,
-                                                        "blocks_per_stage": 1},
-                            {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}, None)
+    from blockqnn.evaluator.module import BlockClassifier
+
+    model = BlockClassifier(
+        preset("plain").to_list(),
+        {"num_classes": 3, "in_channels": 1, "width": 4, "blocks_per_stage": 1},
+        {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
+        None,
+    )
     trainer = L.Trainer(max_epochs=0, logger=False, enable_checkpointing=False, accelerator="cpu")
     trainer.strategy.connect(model)
     path = tmp_path / "plain.ckpt"
@@ -177,5 +234,31 @@ def test_train_config_composes_the_recipe_and_the_final_experiments():
     assert cfg.model.scheduler.warmup_t == 0 and cfg.model.scheduler.t_initial == cfg.train.epochs
     final = compose_train("experiment=final_cifar100")
     assert final.model.optimizer._target_ == "torch.optim.SGD" and final.model.optimizer.lr == 0.1
-    assert final.model.scheduler.warmup_t == 5 and final.train.epochs == 300 and final.data.name == "cifar100"
+    assert (
+        final.model.scheduler.warmup_t == 5
+        and final.train.epochs == 300
+        and final.data.name == "cifar100"
+    )
     assert final.data.augment.cutout == 16 and final.network.width == 32
+
+
+def test_ema_weights_are_the_ones_validated_tested_and_saved(tmp_path):
+    """train.ema: Lightning's EMAWeightAveraging. Bug caught: the average kept but never swapped
+    in (then the run's metrics equal a run without it, same seed and data order)."""
+    runs = {}
+    for name, extra in (("plain", []), ("ema", ["train.ema=0.9"])):
+        code, err = run_entry(
+            "train",
+            tmp_path / name,
+            *FAST,
+            "block=plain",
+            "train.epochs=2",
+            "train.export=false",
+            *extra,
+        )
+        assert code == 0, err[-2000:]
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert runs["ema"]["val_acc"] != runs["plain"]["val_acc"]
+    assert runs["ema"]["test_acc"] != runs["plain"]["test_acc"]
+    ckpt = torch.load(tmp_path / "ema" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert any("Averag" in k for k in ckpt.get("callbacks", {}))  # resumable: the average is saved

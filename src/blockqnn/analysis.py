@@ -10,7 +10,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from blockqnn.search.outputs import ranked
+from blockqnn.agent import AGENTS
+from blockqnn.result import is_measured
+from blockqnn.search.ranking import ranked
 from blockqnn.search.store import parts_of, read_run
 from blockqnn.space.nsc import SHORT_NAMES, Block, LayerType
 
@@ -24,18 +26,25 @@ def load_run(run_dir: str | Path) -> dict:
     agent = state.get("agent")
     parts = parts_of(parts, "agent")
     if agent and parts:  # the agent's whole state, as its state_dict() gives it
-        from blockqnn.agent import AGENTS
-
         whole = AGENTS[agent["name"]](max_layers=agent["max_layers"], seed=agent["seed"])
         whole.restore(agent, parts)
         agent = whole.state_dict()
-    return {"run_dir": run_dir, "episodes": episodes, "agent": agent, "predictor": state.get("predictor")}
+    return {
+        "run_dir": run_dir,
+        "episodes": episodes,
+        "reevaluations": saved.get("reevaluations", []),
+        "agent": agent,
+        "predictor": state.get("predictor"),
+    }
 
 
 def finished(run: dict | list[dict]) -> list[dict]:
-    """The finished episodes with a reward, of a run (:func:`load_run`) or a list of episodes."""
+    """The finished episodes the agent was taught (measured or predicted; failed ones were never
+    taught), of a run (:func:`load_run`) or a list of episodes."""
     episodes = run["episodes"] if isinstance(run, dict) else run
-    return [e for e in episodes if e["status"] != "running" and e["reward"] is not None]
+    return [
+        e for e in episodes if e["status"] not in ("running", "failed") and e["reward"] is not None
+    ]
 
 
 def fig_rewards(run: dict | list[dict]):
@@ -47,8 +56,18 @@ def fig_rewards(run: dict | list[dict]):
     if eps:
         n = len(eps)
         size, alpha = (14, 0.9) if n <= 500 else (4, 0.5) if n <= 3000 else (2, 0.25)
-        sc = ax.scatter([e["id"] for e in eps], [e["reward"] for e in eps], c=[e["epsilon"] for e in eps],
-                        cmap="viridis", vmin=0, vmax=1, s=size, alpha=alpha, linewidths=0, rasterized=True)
+        sc = ax.scatter(
+            [e["id"] for e in eps],
+            [e["reward"] for e in eps],
+            c=[e["epsilon"] for e in eps],
+            cmap="viridis",
+            vmin=0,
+            vmax=1,
+            s=size,
+            alpha=alpha,
+            linewidths=0,
+            rasterized=True,
+        )
         by_iter: dict[int, list[dict]] = {}
         for e in eps:
             by_iter.setdefault(e["iteration"], []).append(e)
@@ -57,13 +76,24 @@ def fig_rewards(run: dict | list[dict]):
             r = [np.array([e["reward"] for e in v]) for _, v in sorted(by_iter.items())]
             m = np.array([a.mean() for a in r])
             sd = np.array([a.std() for a in r])
-            ax.fill_between(x, m - sd, m + sd, color="black", alpha=0.15, linewidth=0, label="iteration mean ± sd")
+            ax.fill_between(
+                x,
+                m - sd,
+                m + sd,
+                color="black",
+                alpha=0.15,
+                linewidth=0,
+                label="iteration mean ± sd",
+            )
             ax.plot(x, m, color="black", linewidth=1.2)
-        best, top = [], float("-inf")
+        best_x, best, top = [], [], float("-inf")
         for e in eps:
-            top = max(top, e["reward"])
-            best.append(top)
-        ax.plot([e["id"] for e in eps], best, color="crimson", label="best so far")
+            if is_measured(e):  # predicted, failed and timed-out rewards never make the best
+                top = max(top, e["reward"])
+            if top > float("-inf"):
+                best_x.append(e["id"])
+                best.append(top)
+        ax.plot(best_x, best, color="crimson", label="best measured so far")
         cb = fig.colorbar(sc, ax=ax, label="epsilon")
         cb.solids.set_alpha(1)
         ax.legend(loc="lower right", fontsize=8)
@@ -79,7 +109,10 @@ def layer_type_shares(run: dict) -> dict[float, dict[str, float]]:
         counts = by_eps.setdefault(e["epsilon"], Counter())
         for layer in Block.parse(e["nsc"]).body:
             counts[SHORT_NAMES[LayerType(layer.type)]] += 1
-    return {eps: {k: v / sum(c.values()) for k, v in c.items()} for eps, c in sorted(by_eps.items(), reverse=True)}
+    return {
+        eps: {k: v / sum(c.values()) for k, v in c.items()}
+        for eps, c in sorted(by_eps.items(), reverse=True)
+    }
 
 
 def fig_layer_types(run: dict):
@@ -92,8 +125,11 @@ def fig_layer_types(run: dict):
         vals = [shares[eps].get(name, 0.0) for eps in shares]
         ax.bar(labels, vals, bottom=bottom, label=name)
         bottom = [b + v for b, v in zip(bottom, vals)]
-    ax.set(xlabel="epsilon stage (exploration falls to the right)", ylabel="share of layers",
-           title="Layer types chosen per epsilon stage")
+    ax.set(
+        xlabel="epsilon stage (exploration falls to the right)",
+        ylabel="share of layers",
+        title="Layer types chosen per epsilon stage",
+    )
     ax.legend(ncol=4, fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
@@ -119,8 +155,11 @@ def fig_accuracy_flops(run: dict):
         ax.plot(*zip(*front), color="crimson", marker="o", label="Pareto front")
         ax.set_xscale("log")
         ax.legend()
-    ax.set(xlabel="MFLOPs (whole proxy network, one image)", ylabel="validation accuracy",
-           title="Accuracy against cost")
+    ax.set(
+        xlabel="MFLOPs (whole proxy network, one image)",
+        ylabel="validation accuracy",
+        title="Accuracy against cost",
+    )
     fig.tight_layout()
     return fig
 
@@ -141,7 +180,9 @@ def fig_q_values(run: dict):
     items = q_summary(run)
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     if items:
-        labels = [Block.parse([json.loads(a)]).body[0].label + f" <- {json.loads(a)[3]}" for a, _ in items]
+        labels = [
+            Block.parse([json.loads(a)]).body[0].label + f" <- {json.loads(a)[3]}" for a, _ in items
+        ]
         ax.barh(labels[::-1], [v for _, v in items][::-1], color="#3a86ff")
         ax.set_xlabel("Q(start, first layer)")
     else:
@@ -152,4 +193,4 @@ def fig_q_values(run: dict):
 
 
 def top_blocks(run: dict, k: int = 5) -> list[dict]:
-    return ranked(run["episodes"])[:k]
+    return ranked(run["episodes"], run.get("reevaluations", []))[:k]

@@ -8,16 +8,33 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from blockqnn.errors import BlockQNNError
+from blockqnn.listing import outputs_line
+
+#: train.py's main outputs, listed first on its "outputs in" line.
+TRAIN_OUTPUTS = (
+    "metrics.json",
+    "checkpoints",
+    "model.torchscript.pt",
+    "model.onnx",
+    "block.json",
+    "block.png",
+    "block.svg",
+    "network.png",
+    "network.svg",
+)
 
 
 def run_dir() -> Path:
+    # lazy: Hydra's runtime only when it runs
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
 
 
 def run_search(cfg: DictConfig):
-    from blockqnn.search.loop import Search, validate
+    # lazy: each entry point loads only its own side (search.py never loads train.py's stack)
+    from blockqnn.search.loop import Search
+    from blockqnn.search.setup import validate
 
     try:
         evaluator = validate(cfg)
@@ -30,14 +47,17 @@ def run_search(cfg: DictConfig):
 
 
 def run_train(cfg: DictConfig):
+    # lazy: each entry point loads only its own side (train.py never loads the search's)
     from blockqnn.final import train
 
     try:
         out = run_dir()
         metrics = train(cfg, out)
         if metrics:
-            print(f"test accuracy {metrics['test_acc']:.4f}; outputs in {out}: metrics.json, checkpoints/, "
-                  "model.torchscript.pt, model.onnx, block.json", file=sys.stderr)
+            print(
+                f"test accuracy {metrics['test_acc']:.4f}; " + outputs_line(out, TRAIN_OUTPUTS),
+                file=sys.stderr,
+            )
         return metrics
     except BlockQNNError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,14 +10,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from blockqnn.errors import ConfigError
+from blockqnn.result import is_measured
+from blockqnn.search.store import read_run
 
 SWEEP_DEPTH = 3  # how deep under a given folder run folders are looked for
 
 
 def mean_ci(values) -> tuple[float, float]:
     """Mean and the half-width of its 95% confidence interval (Student t); nan with one value."""
+    # lazy: SciPy only for the statistics
+    # lazy: SciPy only for the statistics
     from scipy import stats
 
     a = np.asarray(list(values), dtype=float)
@@ -30,6 +35,7 @@ def mean_ci(values) -> tuple[float, float]:
 
 def paired_p(a: list[float], b: list[float]) -> float | None:
     """Two-sided Wilcoxon signed-rank p-value of paired values; None with fewer than 2 pairs."""
+    # lazy: SciPy only for the statistics
     from scipy.stats import wilcoxon
 
     if len(a) < 2:
@@ -40,6 +46,7 @@ def paired_p(a: list[float], b: list[float]) -> float | None:
 
 
 # --- one run --------------------------------------------------------------------------------
+
 
 def curves(rows: list[dict]) -> dict:
     """Per-episode figures of one search (episodes in id order): the best measured reward so far
@@ -53,7 +60,7 @@ def curves(rows: list[dict]) -> dict:
     for i, r in enumerate(rows):
         if r["reward"] is not None and r["status"] not in ("running", "failed"):
             stages.setdefault(r["epsilon"], []).append(r["reward"])
-            if not r.get("predicted"):
+            if is_measured(r):
                 best = max(best, r["reward"])
                 if r["key"] not in first_seen:
                     first_seen.add(r["key"])
@@ -65,9 +72,14 @@ def curves(rows: list[dict]) -> dict:
             best_curve[i] = best
             top_curve[i] = -sum(top) / len(top)
     order = sorted(stages, reverse=True)
-    return {"episodes": len(rows), "best_curve": best_curve, "top10_curve": top_curve,
-            "stages": {e: float(np.mean(stages[e])) for e in order}, "trained": trained,
-            "predicted": sum(int(bool(r.get("predicted"))) for r in rows)}
+    return {
+        "episodes": len(rows),
+        "best_curve": best_curve,
+        "top10_curve": top_curve,
+        "stages": {e: float(np.mean(stages[e])) for e in order},
+        "trained": trained,
+        "predicted": sum(int(bool(r.get("predicted"))) for r in rows),
+    }
 
 
 def final(c: dict, key: str) -> float:
@@ -83,13 +95,19 @@ def summarize(rows: list[dict], grid: int = 60) -> dict:
     points = sorted({max(1, round(n * (i + 1) / grid)) for i in range(grid)}) if n else []
     stages = c["stages"]
     means = list(stages.values())
-    return {"episodes": n, "points": points,
-            "best_curve": [float(c["best_curve"][p - 1]) for p in points],
-            "top10_curve": [float(c["top10_curve"][p - 1]) for p in points],
-            "best": final(c, "best_curve"), "top10": final(c, "top10_curve"),
-            "stages": {str(e): v for e, v in stages.items()},
-            "first": means[0] if means else float("nan"), "last": means[-1] if means else float("nan"),
-            "trained": c["trained"], "predicted": c["predicted"]}
+    return {
+        "episodes": n,
+        "points": points,
+        "best_curve": [float(c["best_curve"][p - 1]) for p in points],
+        "top10_curve": [float(c["top10_curve"][p - 1]) for p in points],
+        "best": final(c, "best_curve"),
+        "top10": final(c, "top10_curve"),
+        "stages": {str(e): v for e, v in stages.items()},
+        "first": means[0] if means else float("nan"),
+        "last": means[-1] if means else float("nan"),
+        "trained": c["trained"],
+        "predicted": c["predicted"],
+    }
 
 
 def _overrides(run_dir: Path) -> dict[str, str] | None:
@@ -97,7 +115,6 @@ def _overrides(run_dir: Path) -> dict[str, str] | None:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return None
-    from omegaconf import OmegaConf
 
     out = {}
     for item in OmegaConf.to_container(OmegaConf.load(path)) or []:
@@ -119,14 +136,19 @@ def _flatten(d, prefix: str = "") -> dict[str, str]:
 def load(run_dir: str | Path) -> dict:
     """A run folder's episodes, its fingerprint (the settings stored in search.db), its seed
     and its overrides (read-only)."""
-    from blockqnn.search.store import read_run
 
     run_dir = Path(run_dir)
     saved = read_run(run_dir, agent=False)
     rows, meta = saved["episodes"], saved["meta"]
     fp = json.loads(meta.get("fingerprint", "{}"))
-    return {"run_dir": run_dir, "episodes": rows, "fingerprint": fp, "seed": fp.get("seed"),
-            "overrides": _overrides(run_dir)}
+    return {
+        "run_dir": run_dir,
+        "episodes": rows,
+        "reevaluations": saved.get("reevaluations", []),
+        "fingerprint": fp,
+        "seed": fp.get("seed"),
+        "overrides": _overrides(run_dir),
+    }
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -139,11 +161,20 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
         if (p / "search.db").is_file():
             found.append(p)
             continue
-        under = sorted({db.parent for depth in range(1, SWEEP_DEPTH + 1)
-                        for db in p.glob("/".join(["*"] * depth) + "/search.db")},
-                       key=lambda q: [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in q.relative_to(p).parts])
+        under = sorted(
+            {
+                db.parent
+                for depth in range(1, SWEEP_DEPTH + 1)
+                for db in p.glob("/".join(["*"] * depth) + "/search.db")
+            },
+            key=lambda q: [
+                (0, int(s), "") if s.isdigit() else (1, 0, s) for s in q.relative_to(p).parts
+            ],
+        )
         if not under:
-            raise ConfigError(f"{p} has no search.db and no run folders under it: not a run or sweep folder")
+            raise ConfigError(
+                f"{p} has no search.db and no run folders under it: not a run or sweep folder"
+            )
         found.extend(under)
     return list(dict.fromkeys(found))
 
@@ -156,6 +187,7 @@ def group_runs(runs: list[dict]) -> dict[str, list[dict]]:
     """Runs grouped by the settings that differ between them, seeds pooled. The labels come
     from the overrides that differ (``agent=random``); where the runs' overrides are unknown or
     name no difference, from the stored settings that differ (``agent.name="random"``)."""
+
     def differing(settings: list[dict[str, str] | None]) -> list[str]:
         keys = sorted({k for s in settings if s for k in s if not _ignored(k)})
         return [k for k in keys if len({(s or {}).get(k) for s in settings}) > 1]
@@ -167,7 +199,9 @@ def group_runs(runs: list[dict]) -> dict[str, list[dict]]:
         source = [_flatten(r["fingerprint"]) for r in runs]
         keys = differing(source)
         named = {k[: -len(".name")] for k in keys if k.endswith(".name")}  # agent.name says it all
-        keys = [k for k in keys if k.endswith(".name") or not any(k.startswith(f"{n}.") for n in named)]
+        keys = [
+            k for k in keys if k.endswith(".name") or not any(k.startswith(f"{n}.") for n in named)
+        ]
     groups: dict[str, list[dict]] = {}
     for run, s in zip(runs, source):
         label = ", ".join(f"{k}={s[k]}" for k in keys if k in s) or "all runs"
@@ -177,15 +211,21 @@ def group_runs(runs: list[dict]) -> dict[str, list[dict]]:
 
 # --- several runs --------------------------------------------------------------------------
 
+
 def band(series: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Episodes 1..n (n the shortest series), the mean over series and its 95% half-width."""
+    # lazy: SciPy only for the statistics
     from scipy import stats
 
     n = min(len(s) for s in series)
     a = np.vstack([s[:n] for s in series])
     mean = np.nanmean(a, axis=0) if n else np.zeros(0)
     if len(series) > 1:
-        half = stats.t.ppf(0.975, len(series) - 1) * np.nanstd(a, axis=0, ddof=1) / np.sqrt(len(series))
+        half = (
+            stats.t.ppf(0.975, len(series) - 1)
+            * np.nanstd(a, axis=0, ddof=1)
+            / np.sqrt(len(series))
+        )
     else:
         half = np.zeros(n)
     return np.arange(1, n + 1), mean, half
@@ -201,8 +241,11 @@ def compare(groups: dict[str, list[dict]], reference: str | None = None) -> dict
     finals = {}
     for name, runs in groups.items():
         cs = [r.setdefault("curves", curves(r["episodes"])) for r in runs]
-        f = {"best": [final(c, "best_curve") for c in cs], "top10": [final(c, "top10_curve") for c in cs],
-             "trained": [c["trained"] for c in cs]}
+        f = {
+            "best": [final(c, "best_curve") for c in cs],
+            "top10": [final(c, "top10_curve") for c in cs],
+            "trained": [c["trained"] for c in cs],
+        }
         stage_lists = [list(c["stages"].values()) for c in cs if c["stages"]]
         f["last_minus_first"] = [s[-1] - s[0] for s in stage_lists]
         finals[name] = {r["seed"]: (b, t) for r, b, t in zip(runs, f["best"], f["top10"])}
@@ -224,13 +267,16 @@ def compare(groups: dict[str, list[dict]], reference: str | None = None) -> dict
         common = sorted(s for s in finals[name] if s in ref and s is not None)
         g["paired_seeds"] = len(common)
         for i, k in enumerate(("best", "top10")):
-            g[f"p_{k}"] = paired_p([ref[s][i] for s in common], [finals[name][s][i] for s in common])
+            g[f"p_{k}"] = paired_p(
+                [ref[s][i] for s in common], [finals[name][s][i] for s in common]
+            )
     return {"reference": reference, "groups": out}
 
 
 def fig_curves(groups: dict[str, list[dict]], result: dict):
     """Best-so-far and top-10 mean against episodes (per group: mean and 95% band), and the mean
     reward per epsilon stage (``result``: :func:`compare` of the same groups)."""
+    # lazy: plotting only where a figure is drawn (master start-up)
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -239,17 +285,21 @@ def fig_curves(groups: dict[str, list[dict]], result: dict):
         cs = [r["curves"] for r in runs]
         for ax, key in zip(axes[:2], ("best_curve", "top10_curve")):
             x, m, h = band([c[key] for c in cs])
-            line, = ax.plot(x, m, label=f"{name} ({len(cs)})")
+            (line,) = ax.plot(x, m, label=f"{name} ({len(cs)})")
             ax.fill_between(x, m - h, m + h, alpha=0.2, color=line.get_color())
-            seen = m[len(m) // 20:]
-            lims[key == "top10_curve"] += [float(np.nanmin(seen)), float(np.nanmax(seen))] if len(seen) else []
+            seen = m[len(m) // 20 :]
+            lims[key == "top10_curve"] += (
+                [float(np.nanmin(seen)), float(np.nanmax(seen))] if len(seen) else []
+            )
         stages = result["groups"][name]["stages"]
         axes[2].plot(list(stages), list(stages.values()), marker="o", label=name)
     axes[0].set(title="best reward so far (mean, 95% band)", xlabel="episode", ylabel="reward")
     axes[1].set(title="top-10 mean of distinct blocks (mean, 95% band)", xlabel="episode")
     axes[2].set(title="mean reward per epsilon stage", xlabel="epsilon (falls to the right)")
     axes[2].invert_xaxis()
-    for ax, lim in zip(axes[:2], lims):  # the means decide the scale; a band of two seeds may overflow it
+    for ax, lim in zip(
+        axes[:2], lims
+    ):  # the means decide the scale; a band of two seeds may overflow it
         if lim and np.isfinite(lim).all():
             lo, hi = min(lim), max(lim)
             pad = 0.5 * (hi - lo) + 0.005

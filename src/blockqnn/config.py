@@ -14,12 +14,15 @@ it when it is built (an unknown key is refused there)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any, Optional, get_type_hints
+from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
+from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from blockqnn.errors import ConfigError
 
@@ -27,22 +30,33 @@ from blockqnn.errors import ConfigError
 RENAMED = {
     "search.async": "search.asynchronous",
     "recipe.optim": "model/optimizer=<adam|sgd> and model.optimizer.* (lr, betas, ...), model.scheduler.* "
-                    "(step_size, gamma)",
+    "(step_size, gamma)",
     "train.optim": "model/optimizer=<adam|sgd>, model/scheduler=<step|cosine> and model.optimizer.* / "
-                   "model.scheduler.*",
+    "model.scheduler.*",
 }
 
 
 #: Trainer keys a search sets itself for every candidate (the user sets the rest).
-SEARCH_TRAINER_KEYS = ("max_epochs", "callbacks", "logger", "enable_checkpointing", "enable_progress_bar",
-                       "enable_model_summary", "num_sanity_val_steps")
+SEARCH_TRAINER_KEYS = (
+    "max_epochs",
+    "callbacks",
+    "logger",
+    "enable_checkpointing",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "num_sanity_val_steps",
+)
 
 
-def _range(key: str, value: Any, low: float | None = None, high: float | None = None, what: str = "") -> None:
+def _range(
+    key: str, value: Any, low: float | None = None, high: float | None = None, what: str = ""
+) -> None:
     if value is None:
         return
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = (f">= {low}" if high is None else f"<= {high}" if low is None else f"in {low}..{high}")
+        bounds = (
+            f">= {low}" if high is None else f"<= {high}" if low is None else f"in {low}..{high}"
+        )
         raise ConfigError(f"{key}={value} must be {bounds}{what}")
 
 
@@ -76,7 +90,7 @@ class NetworkConfig:
 class RestartConfig:
     max: int = MISSING
     factor: float = MISSING
-    threshold: Optional[float] = MISSING
+    threshold: float | None = MISSING
 
     def __post_init__(self):
         _range("recipe.restart.max", self.max, 0)
@@ -110,14 +124,14 @@ class RewardConfig:
 
 @dataclass
 class ModelConfig:
-    optimizer: Any = MISSING   # a _partial_ torch.optim target (conf/model/optimizer)
-    scheduler: Any = MISSING   # a _partial_ scheduler target or null (conf/model/scheduler)
+    optimizer: Any = MISSING  # a _partial_ torch.optim target (conf/model/optimizer)
+    scheduler: Any = MISSING  # a _partial_ scheduler target or null (conf/model/scheduler)
 
 
 @dataclass
 class AgentConfig:
     name: str = MISSING
-    batch_size: int = MISSING
+    batch_size: int | None = MISSING  # null: the schedule's own (blockqnn.agent.schedules.NAMED)
     epsilon_schedule: Any = MISSING
     params: Any = MISSING
 
@@ -126,13 +140,29 @@ class AgentConfig:
 
 
 @dataclass
+class ReevaluateConfig:
+    """``search.reevaluate``: the leading blocks trained again with fresh seeds."""
+
+    top: int = MISSING
+    repeats: int = MISSING
+    every_iteration: bool = MISSING
+    max_rounds: int = MISSING
+
+    def __post_init__(self):
+        _range("search.reevaluate.top", self.top, 0)
+        _range("search.reevaluate.repeats", self.repeats, 0)
+        _range("search.reevaluate.max_rounds", self.max_rounds, 1)
+
+
+@dataclass
 class SearchLoopConfig:
-    max_episodes: Optional[int] = MISSING
+    max_episodes: int | None = MISSING
     asynchronous: bool = MISSING
     predictor: Any = MISSING
     topk: int = MISSING
     max_consecutive_failures: int = MISSING
     max_attempts: int = MISSING
+    reevaluate: ReevaluateConfig = MISSING
 
     def __post_init__(self):
         _range("search.max_episodes", self.max_episodes, 1)
@@ -166,9 +196,9 @@ class TrainRecipeConfig:
     epochs: int = MISSING
     batch_size: int = MISSING
     label_smoothing: float = MISSING
-    ema: Optional[float] = MISSING
+    ema: float | None = MISSING
     resume: bool = MISSING
-    ckpt_path: Optional[str] = MISSING
+    ckpt_path: str | None = MISSING
     export: bool = MISSING
 
     def __post_init__(self):
@@ -205,26 +235,34 @@ register()
 def check(cfg: DictConfig, schema: type) -> Any:
     """Check the ranges of a composed config against ``schema``: its dataclass sections as
     typed objects (the ``Any`` sections stay DictConfigs). Raises ConfigError naming the key."""
-    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     hints = get_type_hints(schema)
     out = {}
+    section = ""
     try:
         for f in fields(schema):
+            section = f.name
             node = cfg[f.name]
             if is_dataclass(hints[f.name]):
-                typed = OmegaConf.merge(OmegaConf.structured(hints[f.name]), OmegaConf.to_container(node, resolve=True))
+                typed = OmegaConf.merge(
+                    OmegaConf.structured(hints[f.name]), OmegaConf.to_container(node, resolve=True)
+                )
                 out[f.name] = OmegaConf.to_object(typed)
             else:
                 out[f.name] = node
     except MissingMandatoryValue as exc:
-        raise ConfigError(f"{exc.full_key}: no value set (a required key missing from the config)") from None
+        raise ConfigError(
+            f"{exc.full_key}: no value set (a required key missing from the config)"
+        ) from None
     except OmegaConfBaseException as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
         if cause is not None:
             raise cause from None
         msg = str(exc).splitlines()[0]
-        raise ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: {msg}") from None
+        key = getattr(exc, "full_key", "") or ""
+        if key and section and not key.startswith(section + ".") and key != section:
+            key = f"{section}.{key}"  # the merge reports keys relative to the section
+        raise ConfigError(f"{key or 'config'}: {msg}") from None
     return out
 
 
@@ -233,9 +271,6 @@ def build(node: Any, what: str, **kwargs: Any) -> Any:
     give a functools.partial). Unlike hydra's instantiate this does not recurse into the node
     and lets the project's own errors through unchanged; a wrong or unknown key is a
     ConfigError naming ``what``."""
-    import functools
-
-    from hydra.utils import get_object
 
     args = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     target = args.pop("_target_", None)
@@ -256,11 +291,13 @@ def build(node: Any, what: str, **kwargs: Any) -> Any:
 
 def refuse_renamed(argv: list[str] | None = None) -> None:
     """Refuse overrides that use a renamed key, with the new name (before Hydra composes)."""
-    for arg in (sys.argv[1:] if argv is None else argv):
+    for arg in sys.argv[1:] if argv is None else argv:
         key = arg.split("=", 1)[0].lstrip("+~")
         for old, new in RENAMED.items():
             if key == old or key.startswith(old + "."):
-                print(f"error: {key} was renamed: use {new} (README, 'Renamed keys')", file=sys.stderr)
+                print(
+                    f"error: {key} was renamed: use {new} (README, 'Renamed keys')", file=sys.stderr
+                )
                 raise SystemExit(2)
 
 

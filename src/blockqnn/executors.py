@@ -15,7 +15,8 @@ own time limit (which stops training between batches): an evaluation still runni
 :func:`hard_limit` seconds after it began is stopped and recorded as ``timeout``. Local:
 SIGALRM interrupts it in this process. Pool: its worker process is killed and replaced (the
 worker tells the master when it began). Ray: SIGALRM interrupts it in its worker, and a task
-still running ``RAY_SLACK_S`` later (a hang no signal reaches) is cancelled with
+still running ``RAY_SLACK_S`` later, counted from when its worker began it (a hang no signal
+reaches) is cancelled with
 ``force=True``, which kills its worker.
 
 All follow :class:`Executor`: built with the evaluator (a spec from
@@ -29,14 +30,22 @@ refused (a typo in ``executor.*`` is an error, not a silent default).
 
 from __future__ import annotations
 
+import ctypes
+import json
+import multiprocessing as mp
 import os
 import signal
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
+from concurrent.futures import wait as wait_futures
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Protocol, runtime_checkable
 
 from blockqnn.errors import ConfigError
+from blockqnn.evaluator import DDP_DEFAULT_TIMEOUT_S, make_evaluator
 from blockqnn.result import empty_result, failure
 
 Evaluator = Callable[[Any], dict]
@@ -49,7 +58,7 @@ class Executor(Protocol):
     @property
     def in_flight(self) -> int: ...
 
-    def submit(self, tag: Any, nsc: list) -> None: ...
+    def submit(self, tag: Any, nsc: list, repeat: int = 0) -> None: ...
 
     def wait(self) -> list[tuple[Any, dict]]: ...
 
@@ -59,7 +68,6 @@ class Executor(Protocol):
 def _build(evaluator: dict | Evaluator) -> Evaluator:
     if callable(evaluator):
         return evaluator
-    from blockqnn.evaluator import make_evaluator
 
     return make_evaluator(evaluator)
 
@@ -84,13 +92,19 @@ def hard_limit(timeout_s: float | None) -> float | None:
 
 def _timeout_of(evaluator: dict | Evaluator) -> float | None:
     if isinstance(evaluator, dict):
-        return (evaluator.get("evaluator") or {}).get("timeout_s")
+        ev = evaluator.get("evaluator") or {}
+        if ev.get("timeout_s") is None and int(ev.get("devices") or 1) > 1:
+            return DDP_DEFAULT_TIMEOUT_S
+        return ev.get("timeout_s")
     return getattr(evaluator, "timeout_s", None)
 
 
 def _stopped(timeout_s: float, how: str) -> dict:
-    return empty_result("timeout", f"the evaluation ran past evaluator.timeout_s={float(timeout_s):g} s "
-                                   f"and was stopped by the executor ({how})")
+    return empty_result(
+        "timeout",
+        f"the evaluation ran past evaluator.timeout_s={float(timeout_s):g} s "
+        f"and was stopped by the executor ({how})",
+    )
 
 
 class _HardTimeout(BaseException):
@@ -98,7 +112,15 @@ class _HardTimeout(BaseException):
     evaluation's own swallows it)."""
 
 
-def _evaluate_with_alarm(evaluate: Evaluator, nsc: list, timeout_s: float | None, where: str) -> dict:
+def _call(evaluate: Evaluator, nsc: list, repeat: int = 0) -> dict:
+    """``evaluate(nsc)``, or for a re-evaluation ``evaluate(nsc, repeat=repeat)`` (a fresh
+    training seed or noise draw; evaluators that take no ``repeat`` cannot re-evaluate)."""
+    return evaluate(nsc) if not repeat else evaluate(nsc, repeat=repeat)
+
+
+def _evaluate_with_alarm(
+    evaluate: Evaluator, nsc: list, timeout_s: float | None, where: str, repeat: int = 0
+) -> dict:
     """``evaluate(nsc)`` interrupted by SIGALRM :func:`hard_limit` seconds after it starts: at
     its next Python instruction (a sleep or a lock wait included). Only a main thread gets
     signals; elsewhere the evaluator's own limit is the only one in this process. Nothing is
@@ -106,13 +128,14 @@ def _evaluate_with_alarm(evaluate: Evaluator, nsc: list, timeout_s: float | None
     limit = hard_limit(timeout_s)
     alarm = limit is not None and threading.current_thread() is threading.main_thread()
     if alarm:
+
         def _raise(signum, frame):
             raise _HardTimeout()
 
         previous = signal.signal(signal.SIGALRM, _raise)
         signal.setitimer(signal.ITIMER_REAL, limit)
     try:
-        return evaluate(nsc)
+        return _call(evaluate, nsc, repeat)
     except _HardTimeout:
         return _stopped(timeout_s, f"interrupted {where}")
     except Exception as exc:  # noqa: BLE001 - a bug: recorded as failed, with its traceback
@@ -132,8 +155,8 @@ class LocalExecutor:
         self.slots = 1
         self._done: deque = deque()
 
-    def submit(self, tag: Any, nsc: list) -> None:
-        result = _evaluate_with_alarm(self.evaluate, nsc, self.timeout_s, "in this process")
+    def submit(self, tag: Any, nsc: list, repeat: int = 0) -> None:
+        result = _evaluate_with_alarm(self.evaluate, nsc, self.timeout_s, "in this process", repeat)
         self._done.append((tag, result))
 
     def wait(self) -> list[tuple[Any, dict]]:
@@ -152,17 +175,43 @@ class LocalExecutor:
 _WORKER: dict[str, Any] = {}  # this worker process's evaluator (pool workers)
 
 
-def _worker_init(env: dict[str, str], threads: int, spec: dict, started=None) -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this worker process when its master dies, however it dies (SIGKILL included): the
+    kernel's parent-death signal on Linux, and a watchdog thread everywhere (it also covers a
+    master that died before the signal was set)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the watchdog alone
+        pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _worker_init(
+    env: dict[str, str], threads: int, spec: dict, started=None, parent: int | None = None
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the master's to handle
+    if parent is not None:
+        _die_with_parent(parent)
     _WORKER["started"] = started  # shared with the master: when the current evaluation began
     os.environ.update(env)
+    # lazy: torch stays out of this light module's import (master, CLI start-up)
     import torch
 
     torch.set_num_threads(threads)
     _WORKER["spec"] = spec
 
 
-def _pool_evaluate(nsc: list, accelerator: str | None) -> dict:
+def _pool_evaluate(nsc: list, accelerator: str | None, repeat: int = 0) -> dict:
     """Runs in a pool worker: its one evaluator (built on first use) evaluates ``nsc``."""
     if "evaluator" not in _WORKER:
         spec = _WORKER["spec"]
@@ -171,11 +220,12 @@ def _pool_evaluate(nsc: list, accelerator: str | None) -> dict:
         _WORKER["evaluator"] = _build_ready(spec)
     if _WORKER.get("started") is not None:  # the master's time limit counts from here
         _WORKER["started"].value = time.time()
-    return _WORKER["evaluator"](nsc)
+    return _call(_WORKER["evaluator"], nsc, repeat)
 
 
 def gpu_count() -> int:
     try:
+        # lazy: torch stays out of this light module's import (master, CLI start-up)
         import torch
 
         return torch.cuda.device_count()
@@ -191,8 +241,10 @@ def visible_device(index: int) -> str:
     if not parent:
         return str(index)
     if not 0 <= index < len(parent):
-        raise ConfigError(f"executor.gpus lists GPU {index}, but CUDA_VISIBLE_DEVICES={','.join(parent)} "
-                          f"shows {len(parent)}")
+        raise ConfigError(
+            f"executor.gpus lists GPU {index}, but CUDA_VISIBLE_DEVICES={','.join(parent)} "
+            f"shows {len(parent)}"
+        )
     return parent[index]
 
 
@@ -200,25 +252,42 @@ class PoolExecutor:
     """Local worker processes: one single-process pool per worker slot, so killing or losing a
     worker touches its own evaluation only."""
 
-    def __init__(self, evaluator: dict, workers_per_gpu: int, cpu_workers: int, gpus: list[int] | None,
-                 threads_per_cpu_worker: int, max_retries: int):
+    def __init__(
+        self,
+        evaluator: dict,
+        workers_per_gpu: int,
+        cpu_workers: int,
+        gpus: list[int] | None,
+        threads_per_cpu_worker: int,
+        max_retries: int,
+    ):
         if callable(evaluator):
-            raise ConfigError("the pool executor needs an evaluator spec (its workers build their own)")
+            raise ConfigError(
+                "the pool executor needs an evaluator spec (its workers build their own)"
+            )
         self.spec = evaluator
         self.timeout_s = _timeout_of(evaluator)
         self.hard = hard_limit(self.timeout_s)
         gpus = list(range(gpu_count())) if gpus is None else list(gpus)
         if workers_per_gpu < 1 or cpu_workers < 1:
-            raise ConfigError("executor.workers_per_gpu and executor.cpu_workers must be at least 1")
+            raise ConfigError(
+                "executor.workers_per_gpu and executor.cpu_workers must be at least 1"
+            )
         if gpus:
-            devices = [({"CUDA_VISIBLE_DEVICES": visible_device(g)}, int(workers_per_gpu), 2) for g in gpus]
+            devices = [
+                ({"CUDA_VISIBLE_DEVICES": visible_device(g)}, int(workers_per_gpu), 2) for g in gpus
+            ]
         else:
-            devices = [({"CUDA_VISIBLE_DEVICES": ""}, int(cpu_workers), int(threads_per_cpu_worker))]
+            devices = [
+                ({"CUDA_VISIBLE_DEVICES": ""}, int(cpu_workers), int(threads_per_cpu_worker))
+            ]
         # One slot per worker: (environment, threads).
         self.workers = [(env, threads) for env, n, threads in devices for _ in range(n)]
         self.max_retries = int(max_retries)
         self.slots = len(self.workers)
-        self.started: list = [None] * self.slots  # per slot: shared time its evaluation began (0: not yet)
+        self.started: list = [
+            None
+        ] * self.slots  # per slot: shared time its evaluation began (0: not yet)
         self.pools = [self._pool(i) for i in range(self.slots)]
         self.futures: dict = {}  # future -> (tag, nsc, slot, tries)
         self._killed: set = set()  # futures whose worker was killed for running past the limit
@@ -226,27 +295,49 @@ class PoolExecutor:
         self.replaced = 0  # workers started again after one died or was killed
 
     def _pool(self, i: int):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         env, threads = self.workers[i]
         ctx = mp.get_context("spawn")
         self.started[i] = ctx.Value("d", 0.0, lock=False)
-        return ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(env, threads, self.spec, self.started[i]))
+        return ProcessPoolExecutor(
+            1,
+            mp_context=ctx,
+            initializer=_worker_init,
+            initargs=(env, threads, self.spec, self.started[i], os.getpid()),
+        )
 
-    def submit(self, tag: Any, nsc: list, tries: int = 0) -> None:
+    def _replace(self, i: int) -> None:
+        """A new worker in slot ``i`` (its worker died or was killed)."""
+        self._kill(i)
+        self.pools[i].shutdown(wait=False, cancel_futures=True)
+        self.pools[i] = self._pool(i)
+        self.replaced += 1
+
+    def submit(self, tag: Any, nsc: list, repeat: int = 0, tries: int = 0) -> None:
         busy = {v[2] for v in self.futures.values()}
         free = [i for i in range(self.slots) if i not in busy]
-        i = free[0] if free else min(range(self.slots), key=lambda d: sum(v[2] == d for v in self.futures.values()))
+        i = (
+            free[0]
+            if free
+            else min(range(self.slots), key=lambda d: sum(v[2] == d for v in self.futures.values()))
+        )
         # GPU workers see their one device as cuda:0; CPU workers train on the CPU.
         accelerator = None if self.workers[i][0]["CUDA_VISIBLE_DEVICES"] else "cpu"
         self.started[i].value = 0.0
-        fut = self.pools[i].submit(_pool_evaluate, nsc, accelerator)
-        self.futures[fut] = (tag, nsc, i, tries)
+        try:
+            fut = self.pools[i].submit(_pool_evaluate, nsc, accelerator, repeat)
+        except (
+            BrokenProcessPool,
+            RuntimeError,
+        ):  # its worker died after its last result: replace it
+            self._replace(i)
+            self.started[i].value = 0.0
+            fut = self.pools[i].submit(_pool_evaluate, nsc, accelerator, repeat)
+        self.futures[fut] = (tag, nsc, i, tries, repeat)
 
     def _kill(self, i: int) -> None:
-        for proc in list(getattr(self.pools[i], "_processes", {}).values()):  # the slot's one worker
+        for proc in list(
+            (getattr(self.pools[i], "_processes", None) or {}).values()
+        ):  # the slot's one worker
             try:
                 proc.kill()
             except (OSError, ValueError):
@@ -255,8 +346,6 @@ class PoolExecutor:
     def _wait(self):
         """Futures done, after killing the workers of evaluations past the hard limit (counted
         from when the worker began the evaluation, so a cold worker's start-up is not)."""
-        from concurrent.futures import FIRST_COMPLETED
-        from concurrent.futures import wait as wait_futures
 
         while True:
             timeout = None
@@ -272,20 +361,18 @@ class PoolExecutor:
             if done:
                 return done
             now = time.time()
-            for fut, (_, _, i, _) in self.futures.items():
+            for fut, (_, _, i, _, _) in self.futures.items():
                 began = self.started[i].value
                 if fut not in self._killed and began > 0 and now >= began + self.hard:
                     self._killed.add(fut)
                     self._kill(i)
 
     def wait(self) -> list[tuple[Any, dict]]:
-        from concurrent.futures.process import BrokenProcessPool
-
         if not self.futures:
             return []
         out, retry = [], []
         for fut in self._wait():
-            tag, nsc, i, tries = self.futures.pop(fut)
+            tag, nsc, i, tries, repeat = self.futures.pop(fut)
             killed = fut in self._killed
             self._killed.discard(fut)
             try:
@@ -293,22 +380,32 @@ class PoolExecutor:
                 continue
             except BrokenProcessPool:
                 if killed:
-                    out.append((tag, _stopped(self.timeout_s, "its worker process was killed and replaced")))
+                    out.append(
+                        (
+                            tag,
+                            _stopped(self.timeout_s, "its worker process was killed and replaced"),
+                        )
+                    )
                 elif tries < self.max_retries:
-                    retry.append((tag, nsc, tries + 1))
+                    retry.append((tag, nsc, repeat, tries + 1))
                 else:
-                    out.append((tag, empty_result("failed", f"the worker process died {tries + 1} times "
-                                                            "evaluating this block")))
+                    out.append(
+                        (
+                            tag,
+                            empty_result(
+                                "failed",
+                                f"the worker process died {tries + 1} times evaluating this block",
+                            ),
+                        )
+                    )
             except Exception as exc:  # noqa: BLE001 - a bug in the evaluation: failed, with its traceback
                 out.append((tag, failure(exc, "the evaluation raised")))
                 continue
             # The slot's worker is gone: a new one takes its place.
-            self.pools[i].shutdown(wait=False, cancel_futures=True)
-            self.pools[i] = self._pool(i)
-            self.replaced += 1
-        for tag, nsc, tries in retry:
+            self._replace(i)
+        for tag, nsc, repeat, tries in retry:
             self.retries += 1
-            self.submit(tag, nsc, tries)
+            self.submit(tag, nsc, repeat, tries)
         return out
 
     @property
@@ -316,52 +413,102 @@ class PoolExecutor:
         return len(self.futures)
 
     def close(self) -> None:
-        busy = {v[2] for v in self.futures.values()}
+        """Stop every worker (evaluating or idle) and wait for them to exit: nothing of the
+        pool outlives the search. Safe to call twice."""
+        procs = [
+            p
+            for pool in self.pools
+            for p in list((getattr(pool, "_processes", None) or {}).values())
+        ]
         for i, pool in enumerate(self.pools):
-            if i in busy:  # a worker still evaluating (perhaps hung) must not outlive the search
-                self._kill(i)
+            self._kill(i)  # a worker still evaluating (perhaps hung) must not outlive the search
             pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            try:
+                proc.join(timeout=5)
+            except (OSError, ValueError, AssertionError):
+                pass
         self.futures.clear()
 
 
-RAY_SLACK_S = 60.0  # see RayExecutor._ready
+RAY_SLACK_S = 30.0  # see RayExecutor._ready
 
 
-def _ray_evaluate(nsc: list, spec: dict) -> dict:
+class _StartBoard:
+    """A small Ray actor: when each evaluation began in its worker (after the worker's set-up),
+    so the master's backstop counts from there, as the pool's does."""
+
+    def __init__(self):
+        self.began: dict[int, float] = {}
+
+    def begin(self, token: int, at: float) -> None:
+        self.began[token] = at
+
+    def begun(self, tokens: list[int]) -> dict[int, float]:
+        return {t: self.began[t] for t in tokens if t in self.began}
+
+
+def _ray_evaluate(
+    nsc: list, spec: dict, repeat: int = 0, board=None, token: int | None = None
+) -> dict:
     """Runs in a Ray worker process: the process's evaluator for this spec (built once,
-    replaced when another search's spec arrives) evaluates ``nsc``."""
-    import json
+    replaced when another search's spec arrives) evaluates ``nsc``; the start board hears when
+    the evaluation itself began."""
 
     key = json.dumps(spec, sort_keys=True, default=str)
     if _WORKER.get("ray_key") != key:
         _WORKER.pop("ray_evaluator", None)
         _WORKER["ray_evaluator"], _WORKER["ray_key"] = _build_ready(spec), key
-    return _evaluate_with_alarm(_WORKER["ray_evaluator"], nsc, _timeout_of(spec), "in its Ray worker")
+    if board is not None:
+        board.begin.remote(token, time.time())
+    return _evaluate_with_alarm(
+        _WORKER["ray_evaluator"], nsc, _timeout_of(spec), "in its Ray worker", repeat
+    )
 
 
 class RayExecutor:
     """Each evaluation is a Ray task with its resource request."""
 
-    def __init__(self, evaluator: dict, address: str | None, num_cpus: float, num_gpus: float,
-                 max_in_flight: int | None, max_retries: int, include_dashboard: bool, local_cpus: int | None):
+    def __init__(
+        self,
+        evaluator: dict,
+        address: str | None,
+        num_cpus: float,
+        num_gpus: float,
+        max_in_flight: int | None,
+        max_retries: int,
+        include_dashboard: bool,
+        local_cpus: int | None,
+    ):
         if callable(evaluator):
-            raise ConfigError("the Ray executor needs an evaluator spec (its workers build their own)")
+            raise ConfigError(
+                "the Ray executor needs an evaluator spec (its workers build their own)"
+            )
         if not address:
             # A private local instance listens on the loopback address only: Ray resolves
             # "127.0.0.1" to the machine's address unless it is told this is no cluster
             # (its own switch for laptops; read when ray is imported, so set both).
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        # lazy: Ray takes seconds to import; only executor=ray needs it
         import ray
 
         if not ray.is_initialized():
             if address:
                 ray.init(address=address, include_dashboard=include_dashboard, log_to_driver=False)
             else:
+                # lazy: Ray takes seconds to import; only executor=ray needs it
                 import ray._private.ray_constants as ray_constants
 
                 ray_constants.ENABLE_RAY_CLUSTER = False
-                ray.init(num_cpus=local_cpus, include_dashboard=include_dashboard, log_to_driver=False,
-                         configure_logging=False)
+                # address="local": always a private instance, never a cluster some other job
+                # on this machine started (ray.init() alone would attach to it).
+                ray.init(
+                    address="local",
+                    num_cpus=local_cpus,
+                    include_dashboard=include_dashboard,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
         self.ray = ray
         self.timeout_s = _timeout_of(evaluator)
         self.hard = hard_limit(self.timeout_s)
@@ -370,40 +517,51 @@ class RayExecutor:
         if not self.num_gpus and "trainer" in evaluator:  # CPU tasks train on the CPU
             spec = {**evaluator, "trainer": {**evaluator["trainer"], "accelerator": "cpu"}}
         self.spec_ref = ray.put(spec)
-        self.task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries,
-                               retry_exceptions=False)(_ray_evaluate)
+        self.task = ray.remote(
+            num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=False
+        )(_ray_evaluate)
         total_cpus = ray.cluster_resources().get("CPU", 1)
         total_gpus = ray.cluster_resources().get("GPU", 0)
         fits = int(total_cpus // max(num_cpus, 1e-9))
         if num_gpus:
             fits = min(fits, int(total_gpus // num_gpus))
         if fits < 1:
-            raise ConfigError(f"the Ray cluster cannot fit one task of {num_cpus} CPUs and {num_gpus} GPUs")
+            raise ConfigError(
+                f"the Ray cluster cannot fit one task of {num_cpus} CPUs and {num_gpus} GPUs"
+            )
         self.slots = int(max_in_flight or fits)
-        self.refs: dict = {}  # ref -> (tag, submitted)
+        self.refs: dict = {}  # ref -> (tag, token)
+        self._tokens = 0
+        self.board = ray.remote(num_cpus=0)(_StartBoard).remote() if self.hard is not None else None
         self._killed: set = set()  # refs cancelled for running past the hard limit
 
-    def submit(self, tag: Any, nsc: list) -> None:
-        self.refs[self.task.remote(nsc, self.spec_ref)] = (tag, time.monotonic())
+    def submit(self, tag: Any, nsc: list, repeat: int = 0) -> None:
+        self._tokens += 1
+        ref = self.task.remote(nsc, self.spec_ref, repeat, self.board, self._tokens)
+        self.refs[ref] = (tag, self._tokens)
 
     def _ready(self) -> list:
         """Refs finished, after force-cancelling the tasks still running ``RAY_SLACK_S`` past
-        the hard limit counted from their submission (the task interrupts itself at the hard
-        limit counted from its start; this backstop is for a hang that no signal reaches, and
-        its slack covers a worker's start-up and a wait for resources)."""
+        the hard limit counted from when their worker began the evaluation (the start board:
+        a worker's set-up and a wait for resources do not count; the task interrupts itself at
+        the hard limit; this backstop is for a hang that no signal reaches)."""
         while True:
             timeout = None
-            if self.hard is not None:
-                live = [t for r, (_, t) in self.refs.items() if r not in self._killed]
-                timeout = max(0.0, min(live) + self.hard + RAY_SLACK_S - time.monotonic()) if live else None
+            live = {r: tok for r, (_, tok) in self.refs.items() if r not in self._killed}
+            if self.hard is not None and live:
+                began = self.ray.get(self.board.begun.remote(list(live.values())))
+                now = time.time()
+                for ref, tok in live.items():
+                    if tok in began and now >= began[tok] + self.hard + RAY_SLACK_S:
+                        self._killed.add(ref)
+                        self.ray.cancel(ref, force=True)
+                waits = [
+                    began[t] + self.hard + RAY_SLACK_S - now for t in live.values() if t in began
+                ]
+                timeout = max(0.1, min(waits + ([1.0] if len(waits) < len(live) else [])))
             ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=timeout)
             if ready:
                 return ready
-            now = time.monotonic()
-            for ref, (_, submitted) in self.refs.items():
-                if ref not in self._killed and now >= submitted + self.hard + RAY_SLACK_S:
-                    self._killed.add(ref)
-                    self.ray.cancel(ref, force=True)
 
     def wait(self) -> list[tuple[Any, dict]]:
         if not self.refs:
@@ -416,8 +574,14 @@ class RayExecutor:
             try:
                 out.append((tag, self.ray.get(ref)))
             except Exception as exc:  # noqa: BLE001 - cancelled, a bug, or a task lost beyond its retries
-                out.append((tag, _stopped(self.timeout_s, "its Ray task was cancelled with force=True")
-                            if killed else failure(exc, "the Ray task raised")))
+                out.append(
+                    (
+                        tag,
+                        _stopped(self.timeout_s, "its Ray task was cancelled with force=True")
+                        if killed
+                        else failure(exc, "the Ray task raised"),
+                    )
+                )
         return out
 
     @property

@@ -20,9 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from blockqnn.result import empty_result
 from blockqnn.space.nsc import KERNELS, ONE_INPUT, TWO_INPUT, Block, LayerType
 
-KINDS = [(t.value, k) for t in sorted(ONE_INPUT) for k in KERNELS[t]] + [(t.value, 0) for t in sorted(TWO_INPUT)]
+KINDS = [(t.value, k) for t in sorted(ONE_INPUT) for k in KERNELS[t]] + [
+    (t.value, 0) for t in sorted(TWO_INPUT)
+]
 
 
 def features(block: Block) -> np.ndarray:
@@ -33,15 +36,29 @@ def features(block: Block) -> np.ndarray:
     for layer in block.body:
         counts[(layer.type, layer.kernel)] += 1
         types[layer.type] += 1
-    return np.array(list(counts.values()) + list(types.values())
-                    + [len(block), block.depth, block.density, len(block.leaves)], dtype=np.float64)
+    return np.array(
+        list(counts.values())
+        + list(types.values())
+        + [len(block), block.depth, block.density, len(block.leaves)],
+        dtype=np.float64,
+    )
 
 
 class RewardPredictor:
-    def __init__(self, min_measured: int = 16, top_fraction: float = 0.3, explore_fraction: float = 0.1,
-                 refit_every: int = 8, n_estimators: int = 64, seed: int = 0, refit_growth: float = 0.1):
+    def __init__(
+        self,
+        min_measured: int = 16,
+        top_fraction: float = 0.3,
+        explore_fraction: float = 0.1,
+        refit_every: int = 8,
+        n_estimators: int = 64,
+        seed: int = 0,
+        refit_growth: float = 0.1,
+    ):
         if not 0 < top_fraction <= 1 or not 0 <= explore_fraction <= 1:
-            raise ValueError("search.predictor.top_fraction must be in (0, 1] and explore_fraction in [0, 1]")
+            raise ValueError(
+                "search.predictor.top_fraction must be in (0, 1] and explore_fraction in [0, 1]"
+            )
         self.min_measured, self.top_fraction = int(min_measured), float(top_fraction)
         self.explore_fraction, self.refit_every = float(explore_fraction), int(refit_every)
         self.n_estimators, self.seed = int(n_estimators), int(seed)
@@ -61,12 +78,15 @@ class RewardPredictor:
         if len(measured) < self.min_measured:
             return False
         new = len(measured) - len(self.fitted_on)
-        if self.model is not None and (new < self.refit_every or new < self.refit_growth * len(self.fitted_on)):
+        if self.model is not None and (
+            new < self.refit_every or new < self.refit_growth * len(self.fitted_on)
+        ):
             return False
         self.fit(measured)
         return True
 
     def fit(self, measured: list[tuple[int, list, float]]) -> None:
+        # lazy: scikit-learn only on the predictor/surrogate/digits paths
         from sklearn.ensemble import RandomForestRegressor
 
         measured = sorted(measured)
@@ -75,12 +95,18 @@ class RewardPredictor:
                 self._features[i] = features(Block.parse(nsc))
         x = np.stack([self._features[i] for i, _, _ in measured])
         y = np.array([r for _, _, r in measured])
-        self.model = RandomForestRegressor(n_estimators=self.n_estimators, random_state=self.seed, min_samples_leaf=2)
+        self.model = RandomForestRegressor(
+            n_estimators=self.n_estimators, random_state=self.seed, min_samples_leaf=2
+        )
         self.model.fit(x, y)
         self.fitted_on = [i for i, _, _ in measured]
         self.reward_cut = float(np.quantile(y, 1 - self.top_fraction))
         _, std = self._predict(x)
-        self.std_cut = float(np.quantile(std, 1 - self.explore_fraction)) if self.explore_fraction > 0 else float("inf")
+        self.std_cut = (
+            float(np.quantile(std, 1 - self.explore_fraction))
+            if self.explore_fraction > 0
+            else float("inf")
+        )
 
     # ------------------------------------------------------------------ predicting
     def _predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +132,9 @@ class RewardPredictor:
     def state_dict(self) -> dict[str, Any]:
         return {"fitted_on": list(self.fitted_on)}
 
-    def load_state_dict(self, state: dict[str, Any], measured: list[tuple[int, list, float]]) -> None:
+    def load_state_dict(
+        self, state: dict[str, Any], measured: list[tuple[int, list, float]]
+    ) -> None:
         """Refit on exactly the episodes of the last fit (deterministic forest)."""
         ids = set(state.get("fitted_on") or [])
         if ids:
@@ -114,13 +142,16 @@ class RewardPredictor:
 
 
 def predicted_result(block: Block, reward: float, std: float) -> dict[str, Any]:
-    from blockqnn.result import empty_result
-
-    return empty_result("ok", f"predicted (uncertainty {std:.4f}); not trained", reward=reward,
-                        density=block.density)
+    return empty_result(
+        "ok",
+        f"predicted (uncertainty {std:.4f}); not trained",
+        reward=reward,
+        density=block.density,
+    )
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
+    # lazy: SciPy only for the statistics
     from scipy.stats import kendalltau
 
     return float(kendalltau(a, b).statistic)

@@ -18,16 +18,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-from blockqnn import analysis, compare
-from blockqnn.errors import BlockQNNError
+from omegaconf import OmegaConf
 
+from blockqnn import analysis, compare
+from blockqnn.data.shapes import network_spec
+from blockqnn.errors import BlockQNNError
+from blockqnn.search.ranking import ranked
+from blockqnn.space.draw import draw_block, draw_network
+from blockqnn.space.nsc import Block
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}figure{display:inline-block;margin:0 1em 1em 0}
-figure svg{max-width:480px;height:auto}img{max-width:100%}"""
+figure svg{max-width:480px;height:auto}figure.wide svg{max-width:100%}img{max-width:100%}"""
 
 
 def _png(fig) -> str:
+    # lazy: plotting only where a figure is drawn (master start-up)
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -36,26 +42,44 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _svg(block) -> str:
-    from blockqnn.space.draw import draw_block
-
+def _svg(block, draw=draw_block, *args) -> str:
+    """A drawing (``draw(block, *args, path)``: draw_block or draw_network) as inline SVG."""
     with tempfile.TemporaryDirectory() as tmp:
-        files = draw_block(block, Path(tmp) / "b.png")
+        files = draw(block, *args, Path(tmp) / "d.png")
         text = files[1].read_text()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
+
+
+def _network_svg(run_dir: Path, block) -> str:
+    """The network the best block is stacked into, drawn from the run's composed config
+    (.hydra/config.yaml); empty where the run has none or its data's shape is unknown."""
+    config = run_dir / ".hydra" / "config.yaml"
+    if not config.exists():
+        return ""
+    cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
+    try:
+        spec = network_spec(
+            cfg["network"], cfg["data"], (cfg.get("evaluator") or {}).get("num_classes")
+        )
+    except (BlockQNNError, KeyError, TypeError, ValueError):
+        return ""
+    svg = _svg(block, draw_network, spec)
+    return f"<h2>The best block's network</h2><figure class='wide'>{svg}</figure>"
 
 
 def _row(rank: int, e: dict) -> str:
     acc = "-" if e["accuracy"] is None else f"{e['accuracy']:.4f}"
     mflops = "-" if e["flops"] is None else f"{e['flops'] / 1e6:.2f}"
     nsc = html.escape(json.dumps(json.loads(e["nsc"])[:-1]))
-    return (f"<tr><td>{rank}</td><td>{e['id']}</td><td>{e['reward']:.4f}</td><td>{acc}</td><td>{mflops}</td>"
-            f"<td>{e['params']}</td><td><code>{nsc}</code></td></tr>")
+    se = f" ± {e['reward_se']:.4f}" if e.get("evaluations", 1) > 1 else ""
+    return (
+        f"<tr><td>{rank}</td><td>{e['id']}</td><td>{e['reward']:.4f}{se}</td><td>{e.get('evaluations', 1)}</td>"
+        f"<td>{e.get('reward_first', e['reward']):.4f}</td><td>{acc}</td><td>{mflops}</td>"
+        f"<td>{e['params']}</td><td><code>{nsc}</code></td></tr>"
+    )
 
 
 def render(run_dir: str | Path) -> str:
-    from blockqnn.space.nsc import Block
-
     run = analysis.load_run(run_dir)
     eps = analysis.finished(run)
     top = analysis.top_blocks(run, 5)
@@ -64,23 +88,32 @@ def render(run_dir: str | Path) -> str:
         f"<figure><figcaption>#{i}: reward {e['reward']:.4f}</figcaption>{_svg(Block.parse(e['nsc']))}</figure>"
         for i, e in enumerate(top, 1)
     )
-    figures = [("Reward per episode", analysis.fig_rewards(run["episodes"])),
-               ("Layer types per epsilon stage", analysis.fig_layer_types(run)),
-               ("Accuracy against FLOPs", analysis.fig_accuracy_flops(run)),
-               ("Learned Q-values", analysis.fig_q_values(run))]
-    imgs = "".join(f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='{_png(f)}'>" for t, f in figures)
-    best = f"{max(e['reward'] for e in eps):.4f}" if eps else "-"
+    figures = [
+        ("Reward per episode", analysis.fig_rewards(run["episodes"])),
+        ("Layer types per epsilon stage", analysis.fig_layer_types(run)),
+        ("Accuracy against FLOPs", analysis.fig_accuracy_flops(run)),
+        ("Learned Q-values", analysis.fig_q_values(run)),
+    ]
+    imgs = "".join(
+        f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='{_png(f)}'>" for t, f in figures
+    )
+    best = f"{top[0]['reward']:.4f} (mean of {top[0]['evaluations']})" if top else "-"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>BlockQNN search report</title>
 <style>{STYLE}</style></head><body>
 <h1>BlockQNN search report</h1>
 <p>Run folder: <code>{html.escape(str(run["run_dir"]))}</code> &middot; episodes finished: {len(eps)} of
-{len(run["episodes"])} &middot; best reward: {best}</p>
+{len(run["episodes"])} &middot; best block's reward: {best}</p>
 <h2>Top blocks</h2>
-<table><tr><th>rank</th><th>episode</th><th>reward</th><th>accuracy</th><th>MFLOPs</th><th>params</th>
+<p>Ranked by the mean reward over each block's evaluations (its training in the search and its
+re-evaluations with fresh seeds, <code>search.reevaluate</code>), with the standard error and the
+count; "first" is the reward first observed (optimistic for the top blocks: the winner's curse).</p>
+<table><tr><th>rank</th><th>episode</th><th>reward (mean)</th><th>n</th><th>first</th><th>accuracy</th><th>MFLOPs</th>
+<th>params</th>
 <th>block (NSC)</th></tr>{rows}</table>
 {imgs}
 <h2>The best blocks</h2>{drawings}
+{_network_svg(Path(run["run_dir"]), Block.parse(top[0]["nsc"])) if top else ""}
 </body></html>
 """
 
@@ -103,12 +136,11 @@ def _p(g: dict, k: str) -> str:
     return "-" if p is None else f"{p:.3g} ({g['paired_seeds']} pairs)"
 
 
-def render_comparison(run_dirs: list[Path], out: Path, reference: str | None = None,
-                      run_reports: bool = True) -> str:
+def render_comparison(
+    run_dirs: list[Path], out: Path, reference: str | None = None, run_reports: bool = True
+) -> str:
     """The HTML comparing ``run_dirs``; with ``run_reports`` each run's own report.html is
     written where it is missing, and linked."""
-    from blockqnn.search.outputs import ranked
-    from blockqnn.space.nsc import Block
 
     runs = [compare.load(d) for d in run_dirs]
     groups = compare.group_runs(runs)
@@ -117,16 +149,26 @@ def render_comparison(run_dirs: list[Path], out: Path, reference: str | None = N
     rows, drawings, links = [], [], []
     for name, g in result["groups"].items():
         eps = ", ".join(str(n) for n in sorted(set(g["episodes"])))
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{g['runs']}</td><td>{eps}</td>"
-                    f"<td>{_fmt(g['best'])}</td><td>{_fmt(g['top10'])}</td>"
-                    f"<td>{_fmt(g['last_minus_first'])}</td><td>{_fmt(g['trained'], 0)}</td>"
-                    f"<td>{_p(g, 'best')}</td><td>{_p(g, 'top10')}</td></tr>")
-        top = ranked([e for r in groups[name] for e in r["episodes"]])
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{g['runs']}</td><td>{eps}</td>"
+            f"<td>{_fmt(g['best'])}</td><td>{_fmt(g['top10'])}</td>"
+            f"<td>{_fmt(g['last_minus_first'])}</td><td>{_fmt(g['trained'], 0)}</td>"
+            f"<td>{_p(g, 'best')}</td><td>{_p(g, 'top10')}</td></tr>"
+        )
+        # Best of the group: each run's own returned block (ranked by its mean), best of those.
+        tops = [
+            t[0] for r in groups[name] if (t := ranked(r["episodes"], r.get("reevaluations", [])))
+        ]
+        top = sorted(tops, key=lambda e: -e["reward"])
         if top:
             best = top[0]
-            cap = (f"{html.escape(name)}: reward {best['reward']:.4f}, accuracy {_num(best['accuracy'])}<br>"
-                   f"<code>{html.escape(Block.parse(best['nsc']).compact())}</code>")
-            drawings.append(f"<figure><figcaption>{cap}</figcaption>{_svg(Block.parse(best['nsc']))}</figure>")
+            cap = (
+                f"{html.escape(name)}: reward {best['reward']:.4f}, accuracy {_num(best['accuracy'])}<br>"
+                f"<code>{html.escape(Block.parse(best['nsc']).compact())}</code>"
+            )
+            drawings.append(
+                f"<figure><figcaption>{cap}</figcaption>{_svg(Block.parse(best['nsc']))}</figure>"
+            )
         for r in groups[name]:
             page = r["run_dir"] / "report.html"
             if run_reports and not page.exists():
@@ -136,8 +178,10 @@ def render_comparison(run_dirs: list[Path], out: Path, reference: str | None = N
             best = compare.final(r["curves"], "best_curve")
             best = "-" if math.isnan(best) else f"{best:.4f}"
             link = f"<a href='{html.escape(target)}'>{label}</a>" if target else label
-            links.append(f"<tr><td>{html.escape(name)}</td><td>{r['seed']}</td><td>{link}</td>"
-                         f"<td>{r['curves']['episodes']}</td><td>{best}</td></tr>")
+            links.append(
+                f"<tr><td>{html.escape(name)}</td><td>{r['seed']}</td><td>{link}</td>"
+                f"<td>{r['curves']['episodes']}</td><td>{best}</td></tr>"
+            )
     img = _png(compare.fig_curves(groups, result))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>BlockQNN search comparison</title>
@@ -160,14 +204,29 @@ both groups ran.</p>
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m blockqnn.report", description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", metavar="folder",
-                        help="a search run folder (with search.db), a sweep folder, or several run folders")
-    parser.add_argument("-o", "--output", help="the HTML file (default: <run folder>/report.html, or "
-                                               "comparison.html in the sweep folder or the run folders' parent)")
-    parser.add_argument("--reference", help="the group the paired tests compare against (default: the first)")
-    parser.add_argument("--no-run-reports", action="store_true",
-                        help="do not write the missing report.html of each compared run")
+    parser = argparse.ArgumentParser(
+        prog="python -m blockqnn.report", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="folder",
+        help="a search run folder (with search.db), a sweep folder, or several run folders",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        help="the HTML file (default: <run folder>/report.html, or "
+        "comparison.html in the sweep folder or the run folders' parent)",
+    )
+    parser.add_argument(
+        "--reference", help="the group the paired tests compare against (default: the first)"
+    )
+    parser.add_argument(
+        "--no-run-reports",
+        action="store_true",
+        help="do not write the missing report.html of each compared run",
+    )
     args = parser.parse_args(argv)
     try:
         run_dirs = compare.find_runs(args.paths)
@@ -176,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.output) if args.output else run_dirs[0] / "report.html"
             text = render(run_dirs[0])
         else:
-            base = Path(args.paths[0]) if len(args.paths) == 1 else Path(os.path.commonpath(
-                [os.path.abspath(p) for p in args.paths]))
+            base = (
+                Path(args.paths[0])
+                if len(args.paths) == 1
+                else Path(os.path.commonpath([os.path.abspath(p) for p in args.paths]))
+            )
             out = Path(args.output) if args.output else base / "comparison.html"
             text = render_comparison(run_dirs, out, args.reference, not args.no_run_reports)
     except BlockQNNError as exc:

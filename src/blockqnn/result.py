@@ -25,16 +25,67 @@ STATUSES = ("ok", *CANDIDATE_FAULTS, "failed")
 #: it is sampled again (timeouts up to ``search.max_attempts`` evaluations of the block).
 RETRIED = ("failed", "timeout")
 
-FIELDS = ("status", "reward", "accuracy", "flops", "params", "density", "epochs", "restarts", "wall_time",
-          "error", "history")
+#: Statuses whose reward was measured by evaluating the block (the candidate's own result).
+MEASURED_STATUSES = ("ok", "invalid", "diverged", "oom")
+
+
+def is_measured(row: dict[str, Any]) -> bool:
+    """The one predicate for "a measured episode" (or re-evaluation): its reward came from
+    evaluating the block, not from a prediction, and it neither failed (a bug, a lost worker),
+    timed out, nor is still running. best_block.json, topk.json, the console table,
+    rewards.png's best-so-far, the HTML and comparison reports, W&B's summary and the
+    predictor's training data count these only (reused episodes are measured: they carry a
+    measured result)."""
+    return (
+        row.get("status") in MEASURED_STATUSES
+        and not row.get("predicted")
+        and row.get("reward") is not None
+    )
+
+
+def evaluation_seed(seed: int, repeat: int) -> int:
+    """The training seed of a block's ``repeat``-th evaluation in a search seeded ``seed``:
+    the search's seed for the first (repeat 0), fresh distinct seeds for re-evaluations."""
+    return (
+        int(seed)
+        if int(repeat) == 0
+        else (int(seed) * 1_000_003 + int(repeat) * 7_919) % (2**31 - 1)
+    )
+
+
+FIELDS = (
+    "status",
+    "reward",
+    "accuracy",
+    "flops",
+    "params",
+    "density",
+    "epochs",
+    "restarts",
+    "wall_time",
+    "error",
+    "history",
+)
 
 
 def empty_result(status: str, error: str | None = None, **values: Any) -> dict[str, Any]:
     """A result with every field, reward 0 unless given."""
     if status not in STATUSES:
         raise ValueError(f"unknown result status {status!r}; known: {', '.join(STATUSES)}")
-    return {"status": status, "reward": 0.0, "accuracy": None, "flops": None, "params": None, "density": None,
-            "epochs": 0, "restarts": 0, "wall_time": 0.0, "error": error, "history": [], **values}
+    return {
+        "status": status,
+        "reward": 0.0,
+        "accuracy": None,
+        "flops": None,
+        "params": None,
+        "density": None,
+        "epochs": 0,
+        "restarts": 0,
+        "wall_time": 0.0,
+        "error": error,
+        "history": [],
+        **values,
+    }
 
 
 def failure(exc: BaseException, where: str = "") -> dict[str, Any]:

@@ -14,5 +14,14 @@ AGENTS: dict[str, type[Agent]] = {
     "tpe": TPEAgent,
 }
 
-__all__ = ["AGENTS", "Agent", "QLearningAgent", "RandomAgent", "EvolutionAgent", "TPEAgent", "ReplayAgent",
-           "EpsilonSchedule", "parse_schedule"]
+__all__ = [
+    "AGENTS",
+    "Agent",
+    "QLearningAgent",
+    "RandomAgent",
+    "EvolutionAgent",
+    "TPEAgent",
+    "ReplayAgent",
+    "EpsilonSchedule",
+    "parse_schedule",
+]

@@ -44,12 +44,19 @@ class Agent(ABC):
     def tell(self, block: Block, reward: float) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "max_layers": self.max_layers, "seed": self.seed,
-                "rng": rng_state(self.rng), "told": self.told}
+        return {
+            "name": self.name,
+            "max_layers": self.max_layers,
+            "seed": self.seed,
+            "rng": rng_state(self.rng),
+            "told": self.told,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("name") != self.name:
-            raise ValueError(f"state of agent {state.get('name')!r} cannot be loaded into {self.name!r}")
+            raise ValueError(
+                f"state of agent {state.get('name')!r} cannot be loaded into {self.name!r}"
+            )
         self.max_layers, self.seed, self.told = state["max_layers"], state["seed"], state["told"]
         set_rng_state(self.rng, state["rng"])
 
@@ -57,10 +64,12 @@ class Agent(ABC):
         """Replace the rewards of results already told (by their order of telling, from 0):
         the predictor's refreshed estimates. Q-learning relearns from its replay memory, so it
         takes them; the baselines (random search, evolution, TPE) keep what they were told."""
+        return None  # a hook with nothing to do by default (not an abstract method)
 
     def compact(self) -> None:
         """Let the next checkpoint save the state in the form that restores fastest (the search
         has ended). Q-learning snapshots its table; the others have one form only."""
+        return None  # a hook with nothing to do by default (not an abstract method)
 
     def checkpoint(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """(small state, {part: {key: value changed since the last checkpoint}})."""

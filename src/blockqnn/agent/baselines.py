@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from blockqnn.agent.base import Agent
 from blockqnn.agent.qlearning import actions_at
-from blockqnn.errors import BlockError
+from blockqnn.errors import BlockError, ConfigError
 from blockqnn.space.nsc import (
     DEFAULT_MAX_LAYERS,
     KERNELS,
@@ -40,15 +44,30 @@ class EvolutionAgent(Agent):
 
     name = "evolution"
 
-    def __init__(self, max_layers: int = DEFAULT_MAX_LAYERS, seed: int = 0, population: int = 20, sample: int = 5):
+    def __init__(
+        self,
+        max_layers: int = DEFAULT_MAX_LAYERS,
+        seed: int = 0,
+        population: int = 20,
+        sample: int = 5,
+    ):
         super().__init__(max_layers, seed)
+
+        if isinstance(population, bool) or int(population) < 1:
+            raise ConfigError(f"agent.params.population={population} must be >= 1")
+        if isinstance(sample, bool) or not 1 <= int(sample) <= int(population):
+            raise ConfigError(
+                f"agent.params.sample={sample} must be in 1..population ({population})"
+            )
         self.population_size, self.sample = int(population), int(sample)
         self.population: deque[tuple[list[list[int]], float]] = deque(maxlen=self.population_size)
 
     def ask(self, epsilon: float = 1.0) -> Block:
         if len(self.population) < self.population_size:
             return random_block(self.rng, self.max_layers)
-        members = [self.population[self.rng.randrange(len(self.population))] for _ in range(self.sample)]
+        members = [
+            self.population[self.rng.randrange(len(self.population))] for _ in range(self.sample)
+        ]
         parent = Block.parse(max(members, key=lambda m: m[1])[0])
         return self.mutate(parent)
 
@@ -60,7 +79,9 @@ class EvolutionAgent(Agent):
             idx, typ, kernel, p1, p2 = layers[i]
             what = self.rng.choice(("type", "kernel", "input"))
             if what == "type":
-                kind = LayerType(self.rng.choice([t for t in LayerType if t not in (typ, LayerType.TERMINAL)]))
+                kind = LayerType(
+                    self.rng.choice([t for t in LayerType if t not in (typ, LayerType.TERMINAL)])
+                )
                 kernel = self.rng.choice(KERNELS[kind])
                 if kind in TWO_INPUT and idx < 2:
                     continue
@@ -95,13 +116,18 @@ class EvolutionAgent(Agent):
         self.population.append((block.to_list(), float(reward)))
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "population": [list(m) for m in self.population],
-                "sizes": [self.population_size, self.sample]}
+        return {
+            **super().state_dict(),
+            "population": [list(m) for m in self.population],
+            "sizes": [self.population_size, self.sample],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.population_size, self.sample = state["sizes"]
-        self.population = deque((tuple(m) for m in state["population"]), maxlen=self.population_size)
+        self.population = deque(
+            (tuple(m) for m in state["population"]), maxlen=self.population_size
+        )
 
 
 class TPEAgent(Agent):
@@ -110,18 +136,26 @@ class TPEAgent(Agent):
 
     name = "tpe"
 
-    def __init__(self, max_layers: int = DEFAULT_MAX_LAYERS, seed: int = 0, n_startup_trials: int = 10):
+    def __init__(
+        self, max_layers: int = DEFAULT_MAX_LAYERS, seed: int = 0, n_startup_trials: int = 10
+    ):
         super().__init__(max_layers, seed)
+        if isinstance(n_startup_trials, bool) or int(n_startup_trials) < 0:
+            raise ConfigError(f"agent.params.n_startup_trials={n_startup_trials} must be >= 0")
         self.n_startup_trials = int(n_startup_trials)
         self.history: list[tuple[list[list[int]], float]] = []
         self._new_study()
 
     def _new_study(self) -> None:
+        # lazy: only agent=tpe needs Optuna
+        # lazy: only agent=tpe needs Optuna
+        # lazy: only agent=tpe needs Optuna
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.n_startup_trials,
-                                             multivariate=False)
+        sampler = optuna.samplers.TPESampler(
+            seed=self.seed, n_startup_trials=self.n_startup_trials, multivariate=False
+        )
         self.study = optuna.create_study(direction="maximize", sampler=sampler)
 
     @staticmethod
@@ -129,14 +163,20 @@ class TPEAgent(Agent):
         return [",".join(map(str, a)) for a in actions_at(index, max_layers)]
 
     def _distributions(self, block: Block) -> tuple[dict, dict]:
+        # lazy: only agent=tpe needs Optuna
         from optuna.distributions import CategoricalDistribution
 
         params, dists = {}, {}
         for layer in block.layers:
             name = f"layer{layer.index}"
             dists[name] = CategoricalDistribution(self._choices(layer.index, self.max_layers))
-            la = layer if layer.type not in TWO_INPUT else layer._replace(
-                pred1=min(layer.pred1, layer.pred2), pred2=max(layer.pred1, layer.pred2))
+            la = (
+                layer
+                if layer.type not in TWO_INPUT
+                else layer._replace(
+                    pred1=min(layer.pred1, layer.pred2), pred2=max(layer.pred1, layer.pred2)
+                )
+            )
             params[name] = ",".join(map(str, la))
         return params, dists
 
@@ -156,22 +196,29 @@ class TPEAgent(Agent):
             body.append(layer)
 
     def tell(self, block: Block, reward: float) -> None:
+        # lazy: only agent=tpe needs Optuna
         import optuna
 
         self.told += 1
         self.history.append((block.to_list(), float(reward)))
         params, dists = self._distributions(block)
-        self.study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(reward)))
+        self.study.add_trial(
+            optuna.trial.create_trial(params=params, distributions=dists, value=float(reward))
+        )
 
     def state_dict(self) -> dict[str, Any]:
         sampler = self.study.sampler
-        return {**super().state_dict(), "history": [list(h) for h in self.history],
-                "n_startup_trials": self.n_startup_trials,
-                "rng_tpe": _np_state(sampler._rng.rng),
-                "rng_random": _np_state(sampler._random_sampler._rng.rng),
-                "asked": len(self.study.trials) - len(self.history)}
+        return {
+            **super().state_dict(),
+            "history": [list(h) for h in self.history],
+            "n_startup_trials": self.n_startup_trials,
+            "rng_tpe": _np_state(sampler._rng.rng),
+            "rng_random": _np_state(sampler._random_sampler._rng.rng),
+            "asked": len(self.study.trials) - len(self.history),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # lazy: only agent=tpe needs Optuna
         import optuna
 
         super().load_state_dict(state)
@@ -194,8 +241,6 @@ def _np_state(rs) -> list:
 
 
 def _set_np_state(rs, state: list) -> None:
-    import numpy as np
-
     name, keys, pos, has_gauss, cached = state
     rs.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
@@ -208,19 +253,18 @@ class ReplayAgent(Agent):
 
     name = "replay"
 
-    def __init__(self, max_layers: int = DEFAULT_MAX_LAYERS, seed: int = 0, path: str | None = None):
-        import json
-        from pathlib import Path
-
-        from blockqnn.errors import ConfigError
-
+    def __init__(
+        self, max_layers: int = DEFAULT_MAX_LAYERS, seed: int = 0, path: str | None = None
+    ):
         super().__init__(max_layers, seed)
         if not path or not Path(path).is_file():
             raise ConfigError(f"agent.params.path={path!r}: give a JSON file with a list of blocks")
         try:
             items = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"agent.params.path={path}: not JSON ({exc.msg} at char {exc.pos})") from None
+            raise ConfigError(
+                f"agent.params.path={path}: not JSON ({exc.msg} at char {exc.pos})"
+            ) from None
         if not isinstance(items, list) or not items:
             raise ConfigError(f"agent.params.path={path}: expected a non-empty list of blocks")
         self.blocks = []

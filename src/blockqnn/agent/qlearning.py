@@ -27,10 +27,11 @@ import json
 import random
 import time
 from bisect import insort
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from blockqnn.agent.base import Agent
+from blockqnn.errors import ConfigError
 from blockqnn.space.nsc import DEFAULT_MAX_LAYERS, Block, Layer, LayerType, legal_actions
 
 START = (0, 0, 0, 0, 0)
@@ -38,14 +39,14 @@ SNAPSHOT_MIN_S = 1.0  # replay seconds between snapshots, at least ...
 SNAPSHOT_WORK = 8.0  # ... and this many times the previous snapshot's cost
 
 
-@lru_cache(maxsize=None)
+@cache
 def actions_at(index: int, max_layers: int) -> tuple[tuple[int, ...], ...]:
     """Legal actions at layer ``index`` (they depend on the index only), as plain tuples."""
     partial = [Layer(i, 4, 0, i - 1, 0) for i in range(1, index)]  # any valid prefix of that length
     return tuple(tuple(a) for a in legal_actions(partial, max_layers))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _by_type(index: int, max_layers: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
     """The legal actions at layer ``index`` grouped by layer type."""
     groups: dict[int, list] = {}
@@ -54,7 +55,7 @@ def _by_type(index: int, max_layers: int) -> tuple[tuple[tuple[int, ...], ...], 
     return tuple(tuple(groups[t]) for t in sorted(groups))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _count(index: int, max_layers: int) -> int:
     return len(actions_at(index, max_layers))
 
@@ -66,19 +67,38 @@ class QLearningAgent(Agent):
         self,
         max_layers: int = DEFAULT_MAX_LAYERS,
         seed: int = 0,
-        learning_rate: float = 0.01,
+        learning_rate: float = 0.1,  # = conf/agent/qlearning.yaml (tests/test_config_defaults.py)
         discount: float = 1.0,
-        q_init: float = 0.5,
+        q_init: float = 1.0,  # the paper's 0.01 and 0.5: conf/agent/qlearning_paper.yaml
         replay_size: int = 64,
         reward_shaping: bool = True,
         explore: str = "uniform",
         replay_replacement: bool = True,
     ):
         super().__init__(max_layers, seed)
-        if explore not in ("uniform", "type_first"):
-            from blockqnn.errors import ConfigError
 
+        if explore not in ("uniform", "type_first"):
             raise ConfigError(f"agent.params.explore={explore!r}: uniform or type_first")
+        checks = (
+            ("learning_rate", learning_rate, 0.0, 1.0, False),
+            ("discount", discount, 0.0, 1.0, True),
+            ("q_init", q_init, None, None, True),
+            ("replay_size", replay_size, 1, None, True),
+        )
+        for name, value, low, high, low_ok in checks:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ConfigError(f"agent.params.{name}={value!r} must be a number")
+            if (low is not None and (value < low or (value == low and not low_ok))) or (
+                high is not None and value > high
+            ):
+                bounds = {
+                    "learning_rate": "in (0, 1]",
+                    "discount": "in [0, 1]",
+                    "replay_size": ">= 1",
+                }[name]
+                raise ConfigError(f"agent.params.{name}={value} must be {bounds}")
+        if replay_size != int(replay_size):
+            raise ConfigError(f"agent.params.replay_size={replay_size} must be a whole number")
         self.explore = explore
         self.learning_rate = float(learning_rate)
         self.discount = float(discount)
@@ -91,9 +111,13 @@ class QLearningAgent(Agent):
         self._row_max: dict[tuple, float] = {}  # max of each visited row, kept on update
         self._ties: dict[tuple, list] = {}  # sorted actions at each row's max (absent: not known)
         self.memory: list[tuple[tuple[tuple[int, ...], ...], float]] = []
-        self._replays: list[tuple[tuple, float]] = []  # the memory as replayed: (_steps(trajectory), reward)
+        self._replays: list[
+            tuple[tuple, float]
+        ] = []  # the memory as replayed: (_steps(trajectory), reward)
         self._saved_memory = 0  # replay memory entries already checkpointed
-        self._snapshot_told: int | None = None  # results in the last saved snapshot (None: none saved)
+        self._snapshot_told: int | None = (
+            None  # results in the last saved snapshot (None: none saved)
+        )
         self._replay_s = 0.0  # replay time since that snapshot
         self._snapshot_s = 0.0  # what that snapshot cost
         self._resave: set[int] = set()  # memory entries relabelled since the last checkpoint
@@ -143,18 +167,24 @@ class QLearningAgent(Agent):
             state = action
 
     # ------------------------------------------------------------------ learning
-    def _steps(self, trajectory: tuple[tuple[int, ...], ...]) -> tuple[tuple[tuple, tuple, int], ...]:
+    def _steps(
+        self, trajectory: tuple[tuple[int, ...], ...]
+    ) -> tuple[tuple[tuple, tuple, int], ...]:
         """A trajectory's steps in replay order, last first: (state, action, number of legal
         actions in that state)."""
         states = (START,) + trajectory[:-1]
-        return tuple((states[t], trajectory[t], _count(t + 1, self.max_layers))
-                     for t in range(len(trajectory) - 1, -1, -1))
+        return tuple(
+            (states[t], trajectory[t], _count(t + 1, self.max_layers))
+            for t in range(len(trajectory) - 1, -1, -1)
+        )
 
     def _replay(self, steps: tuple[tuple[tuple, tuple, int], ...], reward: float) -> None:
         """One backward pass over a stored trajectory (its ``_steps``). This is the agent's hot
         loop (64 trajectories per result): after updating Q(s_t, a_t), the max over the row of
         s_t (unvisited actions count as q_init) is the bootstrap term of step t - 1."""
-        shaped = reward / len(steps) if self.reward_shaping else 0.0  # T, the Terminal action included
+        shaped = (
+            reward / len(steps) if self.reward_shaping else 0.0
+        )  # T, the Terminal action included
         lr, g, q0 = self.learning_rate, self.discount, self.q_init
         q, row_max, all_ties = self.q, self._row_max, self._ties
         target = reward  # the last step's target
@@ -193,8 +223,11 @@ class QLearningAgent(Agent):
         generator of (seed, n) alone."""
         replays = self._replays
         rng = random.Random(self.seed * 2**32 + n)
-        draw = (rng.choices(range(n), k=self.replay_size) if self.replay_replacement
-                else rng.sample(range(n), min(n, self.replay_size)))
+        draw = (
+            rng.choices(range(n), k=self.replay_size)
+            if self.replay_replacement
+            else rng.sample(range(n), min(n, self.replay_size))
+        )
         for i in draw:
             self._replay(*replays[i])
 
@@ -225,7 +258,10 @@ class QLearningAgent(Agent):
         return {
             **self._small_state(),
             # Sorted, so equal tables give equal states whatever the order of their updates.
-            "q": [[list(s), [[list(a), row[a]] for a in sorted(row)]] for s, row in sorted(self.q.items())],
+            "q": [
+                [list(s), [[list(a), row[a]] for a in sorted(row)]]
+                for s, row in sorted(self.q.items())
+            ],
             "memory": [[[list(la) for la in traj], r] for traj, r in self.memory],
         }
 
@@ -242,13 +278,28 @@ class QLearningAgent(Agent):
 
     def _small_state(self) -> dict[str, Any]:
         """Everything but the Q table and the replay memory."""
-        return {**Agent.state_dict(self),
-                "hyper": [self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping,
-                          self.explore, self.replay_replacement]}
+        return {
+            **Agent.state_dict(self),
+            "hyper": [
+                self.learning_rate,
+                self.discount,
+                self.q_init,
+                self.replay_size,
+                self.reward_shaping,
+                self.explore,
+                self.replay_replacement,
+            ],
+        }
 
     def _hyper(self, state: dict[str, Any]) -> None:
         lr, g, q0, k, shaping, *rest = state["hyper"]  # older states lack the later entries
-        self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping = lr, g, q0, k, shaping
+        self.learning_rate, self.discount, self.q_init, self.replay_size, self.reward_shaping = (
+            lr,
+            g,
+            q0,
+            k,
+            shaping,
+        )
         self.explore = rest[0] if rest else "uniform"
         self.replay_replacement = rest[1] if len(rest) > 1 else True
 
@@ -257,17 +308,30 @@ class QLearningAgent(Agent):
     def checkpoint(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         fresh = range(self._saved_memory, len(self.memory))
         parts: dict[str, dict[str, Any]] = {
-            "memory": {str(i): [[list(la) for la in self.memory[i][0]], self.memory[i][1]]
-                       for i in sorted(self._resave.union(fresh))}}
+            "memory": {
+                str(i): [[list(la) for la in self.memory[i][0]], self.memory[i][1]]
+                for i in sorted(self._resave.union(fresh))
+            }
+        }
         self._saved_memory, self._resave = len(self.memory), set()
-        if self._snapshot_told is None or self._snapshot_due or (
-                self.told > self._snapshot_told and self._replay_s >= max(SNAPSHOT_MIN_S, SNAPSHOT_WORK * self._snapshot_s)):
+        if (
+            self._snapshot_told is None
+            or self._snapshot_due
+            or (
+                self.told > self._snapshot_told
+                and self._replay_s >= max(SNAPSHOT_MIN_S, SNAPSHOT_WORK * self._snapshot_s)
+            )
+        ):
             self._snapshot_due = False
             start = time.perf_counter()
             parts["snapshot"] = {"q": json.dumps(self._table(), separators=(",", ":"))}
             self._snapshot_told, self._replay_s = self.told, 0.0
             self._snapshot_s = time.perf_counter() - start
-        small = {**self._small_state(), "memory_len": len(self.memory), "snapshot_told": self._snapshot_told}
+        small = {
+            **self._small_state(),
+            "memory_len": len(self.memory),
+            "snapshot_told": self._snapshot_told,
+        }
         return small, parts
 
     def _table(self) -> list:
@@ -283,8 +347,12 @@ class QLearningAgent(Agent):
         memory = parts.get("memory", {})
         n = state["memory_len"]
         if len(memory) < n:
-            raise ValueError(f"the saved Q-learning state lists {n} replay entries but {len(memory)} are stored")
-        self.memory = [(tuple(tuple(la) for la in memory[str(i)][0]), memory[str(i)][1]) for i in range(n)]
+            raise ValueError(
+                f"the saved Q-learning state lists {n} replay entries but {len(memory)} are stored"
+            )
+        self.memory = [
+            (tuple(tuple(la) for la in memory[str(i)][0]), memory[str(i)][1]) for i in range(n)
+        ]
         self._replays = [(self._steps(traj), r) for traj, r in self.memory]
         self._saved_memory = n
         self.q = {}
@@ -294,7 +362,10 @@ class QLearningAgent(Agent):
                 s, a = json.loads(key)
                 self.q.setdefault(tuple(s), {})[tuple(a)] = value
         else:
-            self.q = {tuple(s): {tuple(a): v for a, v in row} for s, row in json.loads(parts["snapshot"]["q"])}
+            self.q = {
+                tuple(s): {tuple(a): v for a, v in row}
+                for s, row in json.loads(parts["snapshot"]["q"])
+            }
         self._row_max = {s: max(row.values()) for s, row in self.q.items() if row}
         self._ties = {}
         if snapshot_told is not None:  # the results after the snapshot, replayed as they were

@@ -7,155 +7,18 @@ Every module holds out a seeded validation split from the training set; during a
 
 from __future__ import annotations
 
-import gzip
-import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
+from torch.utils.data import DataLoader, Subset
 
+from blockqnn.config import build
+from blockqnn.data.sources import SOURCE_KEYS, SOURCES
 from blockqnn.data.tensors import TensorLoader, TensorSplit
 from blockqnn.errors import ConfigError
-
-# ----------------------------------------------------------------------------- sources
-# A source returns (train, test) TensorSplits (test may be a callable, loaded lazily).
-
-
-def _digits(cfg: dict) -> tuple[TensorSplit, Callable[[], TensorSplit]]:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = torch.from_numpy((d.images / 16.0).astype(np.float32)).unsqueeze(1)
-    labels = torch.from_numpy(d.target.astype(np.int64))
-    # digits has no official test split: a fixed (seed-independent) stratified 20% is held out.
-    g = torch.Generator().manual_seed(20171)
-    test_mask = torch.zeros(len(labels), dtype=torch.bool)
-    for c in range(10):
-        idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        test_mask[idx[: len(idx) // 5]] = True
-    train = TensorSplit(images[~test_mask], labels[~test_mask])
-    return train, lambda: TensorSplit(images[test_mask], labels[test_mask])
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype != 0x08:
-        raise ConfigError(f"{path} is not an IDX file of unsigned bytes")
-    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _find(root: Path, stem: str) -> Path:
-    for candidate in (root / stem, root / f"{stem}.gz", root / "fashion-mnist" / f"{stem}.gz"):
-        if candidate.exists():
-            return candidate
-    raise ConfigError(
-        f"data.root={root}: no {stem}[.gz] there (Fashion-MNIST IDX files; on Debian: "
-        "apt-get install dataset-fashion-mnist, root /usr/share/datasets/fashion-mnist)"
-    )
-
-
-def _fashion_mnist(cfg: dict):
-    root = Path(cfg.get("root") or "/usr/share/datasets/fashion-mnist")
-    if not root.is_dir():
-        raise ConfigError(f"data.root={root} is not a folder (Fashion-MNIST IDX files)")
-
-    def split(prefix: str) -> TensorSplit:
-        images = _read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
-        labels = _read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
-        return TensorSplit(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
-
-    return split("train"), lambda: split("t10k")
-
-
-def _cifar(cls_name: str):
-    def load(cfg: dict):
-        import torchvision
-
-        base = getattr(torchvision.datasets, cls_name)
-        root = cfg.get("root")
-        if not root or root == "???":
-            raise ConfigError(f"data.root is required for data={cls_name.lower()}: the folder holding "
-                              f"torchvision's {cls_name} files (data.download=true fetches them there)")
-        verify = bool(cfg.get("verify", True))
-
-        class Checked(base):  # type: ignore[misc, valid-type]
-            # data.verify=false checks that the files exist, not their md5 sums.
-            if not verify:
-                train_list = [[name, None] for name, _ in base.train_list]
-                test_list = [[name, None] for name, _ in base.test_list]
-                meta = {**base.meta, "md5": None}
-
-        def split(train: bool) -> TensorSplit:
-            try:
-                ds = Checked(root, train=train, download=bool(cfg.get("download", False)))
-            except RuntimeError as exc:
-                raise ConfigError(
-                    f"data.root={root}: {exc} (torchvision's {cls_name} python format; "
-                    "data.download=true fetches it)"
-                ) from None
-            images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-            return TensorSplit(images, torch.tensor(ds.targets, dtype=torch.int64))
-
-        return split(True), lambda: split(False)
-
-    return load
-
-
-def _image_folder_split(folder: Path, size: int) -> TensorSplit:
-    """Decode a torchvision ImageFolder into uint8 tensors of ``size`` x ``size``."""
-    import torchvision
-    from torchvision.transforms import v2
-
-    resize = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True)])
-    ds = torchvision.datasets.ImageFolder(str(folder), transform=resize)
-    if len(ds) == 0:
-        raise ConfigError(f"{folder} has no images")
-    images = torch.empty((len(ds), 3, size, size), dtype=torch.uint8)
-    labels = torch.tensor(ds.targets, dtype=torch.int64)
-    for i in range(len(ds)):
-        img = ds[i][0]
-        images[i] = img if img.shape[0] == 3 else img.expand(3, -1, -1)
-    return TensorSplit(images, labels)
-
-
-def _image_folder(cfg: dict):
-    root = Path(cfg.get("root") or "")
-    if cfg.get("root") in (None, "", "???") or not (root / "train").is_dir():
-        raise ConfigError(
-            f"data.root={cfg.get('root')}: expected an ImageNet-style folder with "
-            "train/<class>/<image> and test/<class>/<image>"
-        )
-    size = int(cfg.get("input_size", 32))
-    return _image_folder_split(root / "train", size), lambda: _image_folder_split(root / "test", size)
-
-
-def _synthetic(cfg: dict):
-    g = torch.Generator().manual_seed(int(cfg.get("data_seed", 0)))
-    c, s, k = int(cfg.get("in_channels", 3)), int(cfg.get("input_size", 32)), int(cfg.get("num_classes", 10))
-
-    def make(n: int) -> TensorSplit:
-        return TensorSplit(torch.randn(n, c, s, s, generator=g), torch.randint(0, k, (n,), generator=g))
-
-    train = make(int(cfg.get("train_size", 1024)))
-    test = make(int(cfg.get("test_size", 256)))
-    return train, lambda: test
-
-
-SOURCES: dict[str, Callable[[dict], Any]] = {
-    "digits": _digits,
-    "fashion_mnist": _fashion_mnist,
-    "cifar10": _cifar("CIFAR10"),
-    "cifar100": _cifar("CIFAR100"),
-    "image_folder": _image_folder,
-    "synthetic": _synthetic,
-}
 
 
 def resized(split: TensorSplit, size: int | None) -> TensorSplit:
@@ -163,16 +26,25 @@ def resized(split: TensorSplit, size: int | None) -> TensorSplit:
     proxies on smaller images (``data.resize``)."""
     if size is None or tuple(split.images.shape[-2:]) == (size, size):
         return split
-    x = torch.nn.functional.interpolate(split.images.float(), size=(size, size), mode="bilinear",
-                                        antialias=True, align_corners=False)
+    x = torch.nn.functional.interpolate(
+        split.images.float(),
+        size=(size, size),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )
     if split.images.dtype == torch.uint8:
         x = x.round_().clamp_(0, 255).to(torch.uint8)
     return TensorSplit(x, split.labels)
 
 
 def _check_subset(subset: Any) -> None:
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 2):
-        raise ConfigError(f"data.subset={subset!r} must be null (all images) or a whole number of images >= 2")
+    if subset is not None and (
+        isinstance(subset, bool) or not isinstance(subset, int) or subset < 2
+    ):
+        raise ConfigError(
+            f"data.subset={subset!r} must be null (all images) or a whole number of images >= 2"
+        )
 
 
 def stratified_subset(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -200,10 +72,11 @@ class TensorDataModule(L.LightningDataModule):
     def __init__(
         self,
         name: str,
+        # each data set's own, in conf/data/<name>.yaml (one home, so no defaults here):
+        val_fraction: float,
+        augment: dict | None,
         batch_size: int = 256,
         seed: int = 0,
-        val_fraction: float = 0.1,
-        augment: dict | None = None,
         device: str | torch.device = "cpu",
         eval_batch_size: int | None = None,
         subset: int | None = None,
@@ -213,11 +86,28 @@ class TensorDataModule(L.LightningDataModule):
         super().__init__()
         if name not in SOURCES:
             raise ConfigError(f"unknown data {name!r}; known: {', '.join(SOURCES)}")
+        unknown = sorted(set(source_cfg) - set(SOURCE_KEYS[name]))
+        if unknown:
+            known = [
+                "val_fraction",
+                "subset",
+                "resize",
+                "augment",
+                "eval_batch_size",
+                *SOURCE_KEYS[name],
+            ]
+            raise ConfigError(
+                f"data.{unknown[0]} is not a key of data={name}; its keys: {', '.join(known)}"
+            )
         if not 0.0 < float(val_fraction) < 1.0:
             raise ConfigError(f"data.val_fraction={val_fraction} must be in (0, 1)")
         _check_subset(subset)
-        if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 4):
-            raise ConfigError(f"data.resize={resize!r} must be null (native size) or a side of at least 4 pixels")
+        if resize is not None and (
+            isinstance(resize, bool) or not isinstance(resize, int) or resize < 4
+        ):
+            raise ConfigError(
+                f"data.resize={resize!r} must be null (native size) or a side of at least 4 pixels"
+            )
         self.subset = subset
         self.resize = resize
         self.name = name
@@ -244,8 +134,10 @@ class TensorDataModule(L.LightningDataModule):
         g = torch.Generator().manual_seed(self.seed)
         if self.subset is not None:
             if self.subset > len(full):
-                raise ConfigError(f"data.subset={self.subset} is larger than the {len(full)} labelled "
-                                  f"training images of data={self.name}")
+                raise ConfigError(
+                    f"data.subset={self.subset} is larger than the {len(full)} labelled "
+                    f"training images of data={self.name}"
+                )
             full = full.subset(stratified_subset(full.labels, self.subset, g))
         full = resized(full, self.resize)
         order = torch.randperm(len(full), generator=g)
@@ -257,7 +149,10 @@ class TensorDataModule(L.LightningDataModule):
             sample = sample / 255.0
         self.mean = sample.mean(dim=(0, 2, 3))
         self.std = sample.std(dim=(0, 2, 3)).clamp_min(1e-6)
-        self._train, self._val = train.to(self.device, self.memory_format), val.to(self.device, self.memory_format)
+        self._train, self._val = (
+            train.to(self.device, self.memory_format),
+            val.to(self.device, self.memory_format),
+        )
 
     @property
     def num_classes(self) -> int:
@@ -271,8 +166,9 @@ class TensorDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> TensorLoader:
         self.setup()
-        return TensorLoader(self._train, self.batch_size, shuffle=True,
-                            augment=self.augment, seed=self.seed)
+        return TensorLoader(
+            self._train, self.batch_size, shuffle=True, augment=self.augment, seed=self.seed
+        )
 
     def val_dataloader(self) -> TensorLoader:
         self.setup()
@@ -282,18 +178,34 @@ class TensorDataModule(L.LightningDataModule):
         self.setup()
         if self._test is None:
             self.test_reads += 1
-            self._test = resized(self._test_loader(), self.resize).to(self.device, self.memory_format)
+            self._test = resized(self._test_loader(), self.resize).to(
+                self.device, self.memory_format
+            )
         return TensorLoader(self._test, self.eval_batch_size)
 
 
-def image_folder_datamodule(in_memory: bool, num_workers: int, batch_size: int, seed: int, device: str = "cpu",
-                            augment: dict | None = None, **cfg: Any):
+def image_folder_datamodule(
+    in_memory: bool,
+    num_workers: int,
+    batch_size: int,
+    seed: int,
+    augment: dict | None,
+    device: str = "cpu",
+    **cfg: Any,
+):
     """``data=image_folder``: held in memory (``in_memory``), or streamed from disk with
     DataLoader workers (ImageNet-size data; its transforms v2 do their own augmentation)."""
     if not in_memory:
         if cfg.pop("resize", None) is not None:
-            raise ConfigError("data.resize is for in-memory data; streamed image folders use data.input_size")
-        return StreamingImageFolder(batch_size=batch_size, seed=seed, num_workers=num_workers, **cfg)
+            raise ConfigError(
+                "data.resize is for in-memory data; streamed image folders use data.input_size"
+            )
+        # Streamed folders are not decoded up front (ImageNet: 1.28M files); the DataLoader
+        # raises on an unreadable file when it reaches it.
+        cfg.pop("skip_unreadable", None)
+        return StreamingImageFolder(
+            batch_size=batch_size, seed=seed, num_workers=num_workers, **cfg
+        )
     return TensorDataModule(batch_size=batch_size, seed=seed, device=device, augment=augment, **cfg)
 
 
@@ -308,12 +220,14 @@ def store_as(dm, channels_last: bool):
 def build_datamodule(data_cfg: dict, batch_size: int, seed: int, device: str = "cpu"):
     """The data module of a ``data`` config node (its ``_target_``; without one, the module
     its ``name`` calls for)."""
-    from blockqnn.config import build
 
     cfg = dict(data_cfg)
     if "_target_" not in cfg:
-        cfg["_target_"] = (f"{__name__}.image_folder_datamodule" if "in_memory" in cfg
-                           else f"{__name__}.TensorDataModule")
+        cfg["_target_"] = (
+            f"{__name__}.image_folder_datamodule"
+            if "in_memory" in cfg
+            else f"{__name__}.TensorDataModule"
+        )
     return build(cfg, "data", batch_size=batch_size, seed=seed, device=device)
 
 
@@ -326,17 +240,32 @@ class StreamingImageFolder(L.LightningDataModule):
     resize and centre crop for evaluation), a seeded validation split of the training folder,
     and DataLoader workers. For data sets too large to hold in memory."""
 
-    def __init__(self, root: str, batch_size: int = 256, seed: int = 0, val_fraction: float = 0.1,
-                 input_size: int = 224, num_workers: int = 4, eval_batch_size: int | None = None,
-                 subset: int | None = None, name: str = "image_folder"):
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 256,
+        seed: int = 0,
+        val_fraction: float = 0.1,
+        input_size: int = 224,
+        num_workers: int = 4,
+        eval_batch_size: int | None = None,
+        subset: int | None = None,
+        name: str = "image_folder",
+    ):
         super().__init__()
         _check_subset(subset)
         self.subset = subset
         self.root = Path(root or "")
         if not root or not (self.root / "train").is_dir():
-            raise ConfigError(f"data.root={root}: expected an ImageNet-style folder with "
-                              "train/<class>/<image> and test/<class>/<image>")
-        self.batch_size, self.seed, self.val_fraction = int(batch_size), int(seed), float(val_fraction)
+            raise ConfigError(
+                f"data.root={root}: expected an ImageNet-style folder with "
+                "train/<class>/<image> and test/<class>/<image>"
+            )
+        self.batch_size, self.seed, self.val_fraction = (
+            int(batch_size),
+            int(seed),
+            float(val_fraction),
+        )
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.size, self.num_workers = int(input_size), int(num_workers)
         self.test_reads = 0
@@ -344,18 +273,23 @@ class StreamingImageFolder(L.LightningDataModule):
         self.mean = self.std = None
 
     def _transforms(self, train: bool):
+        # lazy: torchvision only for image folders and CIFAR
         from torchvision.transforms import v2
 
         if train:
             steps = [v2.RandomResizedCrop(self.size, antialias=True), v2.RandomHorizontalFlip()]
         else:
-            steps = [v2.Resize(int(round(self.size * 256 / 224)), antialias=True), v2.CenterCrop(self.size)]
+            steps = [
+                v2.Resize(int(round(self.size * 256 / 224)), antialias=True),
+                v2.CenterCrop(self.size),
+            ]
         return v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True)])
 
     def setup(self, stage: str | None = None) -> None:
         if self._train is not None:
             return
-        from torch.utils.data import Subset
+        # lazy: torchvision only for image folders and CIFAR
+        # lazy: torchvision only for image folders and CIFAR
         from torchvision.datasets import ImageFolder
 
         train_view = ImageFolder(str(self.root / "train"), transform=self._transforms(True))
@@ -363,8 +297,10 @@ class StreamingImageFolder(L.LightningDataModule):
         g = torch.Generator().manual_seed(self.seed)
         if self.subset is not None:
             if self.subset > len(train_view):
-                raise ConfigError(f"data.subset={self.subset} is larger than the {len(train_view)} images "
-                                  f"under {self.root / 'train'}")
+                raise ConfigError(
+                    f"data.subset={self.subset} is larger than the {len(train_view)} images "
+                    f"under {self.root / 'train'}"
+                )
             kept = stratified_subset(torch.tensor(train_view.targets), self.subset, g)
         else:
             kept = torch.arange(len(train_view))
@@ -387,11 +323,15 @@ class StreamingImageFolder(L.LightningDataModule):
         return (3, self.size, self.size)
 
     def _loader(self, ds, shuffle: bool, batch: int):
-        from torch.utils.data import DataLoader
-
-        return DataLoader(ds, batch_size=batch, shuffle=shuffle, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
-                          generator=torch.Generator().manual_seed(self.seed) if shuffle else None)
+        return DataLoader(
+            ds,
+            batch_size=batch,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
 
     def train_dataloader(self):
         self.setup()
@@ -402,8 +342,12 @@ class StreamingImageFolder(L.LightningDataModule):
         return self._loader(self._val, False, self.eval_batch_size)
 
     def test_dataloader(self):
+        # lazy: torchvision only for image folders and CIFAR
         from torchvision.datasets import ImageFolder
 
         self.test_reads += 1
-        return self._loader(ImageFolder(str(self.root / "test"), transform=self._transforms(False)), False,
-                            self.eval_batch_size)
+        return self._loader(
+            ImageFolder(str(self.root / "test"), transform=self._transforms(False)),
+            False,
+            self.eval_batch_size,
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 
 @dataclass
@@ -23,16 +24,22 @@ class TensorSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device, memory_format: torch.memory_format = torch.contiguous_format) -> "TensorSplit":
+    def to(
+        self, device, memory_format: torch.memory_format = torch.contiguous_format
+    ) -> TensorSplit:
         """On ``device``, the images in ``memory_format`` (``torch.channels_last`` when the
         network runs NHWC: batches then come in its layout with no per-batch copy)."""
-        return TensorSplit(self.images.to(device).contiguous(memory_format=memory_format), self.labels.to(device))
+        return TensorSplit(
+            self.images.to(device).contiguous(memory_format=memory_format), self.labels.to(device)
+        )
 
-    def subset(self, index: torch.Tensor) -> "TensorSplit":
+    def subset(self, index: torch.Tensor) -> TensorSplit:
         return TensorSplit(self.images[index], self.labels[index])
 
 
-def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+def random_crop_flip(
+    x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator
+) -> torch.Tensor:
     """Per-sample random crop (zero padding) and horizontal flip of a batch (N, C, H, W), drawn
     with ``generator`` on the batch's device (no host-to-device copy or sync per batch). The
     result keeps the batch's memory format (channels_last in, channels_last out)."""
@@ -47,7 +54,9 @@ def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch
         batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
         if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             # Gather whole pixels (N, H, W, C) from the NHWC storage: the result is NHWC too.
-            x = padded.permute(0, 2, 3, 1)[batch.view(n, 1, 1), rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+            x = padded.permute(0, 2, 3, 1)[
+                batch.view(n, 1, 1), rows.view(n, h, 1), cols.view(n, 1, w)
+            ].permute(0, 3, 1, 2)
         else:
             chan = torch.arange(x.shape[1], device=dev).view(1, -1, 1, 1)
             x = padded[batch, chan, rows, cols]
@@ -73,7 +82,6 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tens
 
 def _dist() -> tuple[int, int]:
     """(rank, world size) under torch.distributed (DDP), else (0, 1)."""
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -142,7 +150,10 @@ class TensorLoader:
             x = x.float() / self.scale
             if self.augment:
                 x = random_crop_flip(
-                    x, int(self.augment.get("crop_padding", 0)), bool(self.augment.get("flip", False)), self.generator
+                    x,
+                    int(self.augment.get("crop_padding", 0)),
+                    bool(self.augment.get("flip", False)),
+                    self.generator,
                 )
                 if self.augment.get("cutout"):
                     x = cutout(x, int(self.augment["cutout"]), self.generator)

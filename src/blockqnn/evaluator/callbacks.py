@@ -29,7 +29,9 @@ class ShapedRewardCallback(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.history:
             self.accuracy = self.history[-1]
-            self.reward = shaped_reward(self.accuracy, self.flops, self.flops_ref, self.density, self.cfg)
+            self.reward = shaped_reward(
+                self.accuracy, self.flops, self.flops_ref, self.density, self.cfg
+            )
 
 
 class ChanceRestartCallback(L.Callback):

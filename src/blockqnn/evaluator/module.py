@@ -35,9 +35,15 @@ class BlockClassifier(L.LightningModule):
     ):
         super().__init__()
         block = Block.parse(nsc)
-        self.save_hyperparameters({"nsc": block.to_list(), "network": dict(network), "optimizer": dict(optimizer),
-                                   "scheduler": dict(scheduler) if scheduler else None,
-                                   "label_smoothing": label_smoothing})
+        self.save_hyperparameters(
+            {
+                "nsc": block.to_list(),
+                "network": dict(network),
+                "optimizer": dict(optimizer),
+                "scheduler": dict(scheduler) if scheduler else None,
+                "label_smoothing": label_smoothing,
+            }
+        )
         self.block = block
         network = dict(network)
         self.channels_last = bool(network.pop("channels_last", False))
@@ -48,7 +54,10 @@ class BlockClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=classes, average="micro")
         self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.bool), persistent=False)
-        self._loss_sum, self._loss_n = torch.zeros(()), 0  # this epoch's training loss (see training_step)
+        self._loss_sum, self._loss_n = (
+            torch.zeros(()),
+            0,
+        )  # this epoch's training loss (see training_step)
 
     def setup(self, stage: str) -> None:
         """Take the training split's normalisation statistics from the data module (a
@@ -103,6 +112,7 @@ class BlockClassifier(L.LightningModule):
         """The optimizer and scheduler of the config (``model.optimizer`` / ``model.scheduler``,
         ``_partial_`` targets in conf/model/): Adam with a step decay for the search recipe,
         SGD with timm's warm-up cosine for final training. Schedulers step once an epoch."""
+        # lazy: Hydra's runtime only when it runs
         from hydra.utils import instantiate
 
         opt = instantiate(self.hparams.optimizer)(self.parameters())

@@ -20,16 +20,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-@dataclass(frozen=True)
-class RewardConfig:
-    mu: float = 1.0
-    rho: float = 8.0
-    scale: float = 0.01
-    flops_reference: str = "plain"
+# One RewardConfig: the typed schema of the config's ``reward`` section (its values live in
+# conf/ only; every field is required, so no default here can contradict the YAML).
+from blockqnn.config import RewardConfig  # noqa: F401  (re-exported: the reward's settings)
 
 
-def shaped_reward(accuracy: float, flops: float, flops_ref: float, density: float, cfg: RewardConfig) -> float:
+def shaped_reward(
+    accuracy: float, flops: float, flops_ref: float, density: float, cfg: RewardConfig
+) -> float:
     flops_term = math.log(max(flops, 1.0) / max(flops_ref, 1.0))
     return accuracy - cfg.scale * (cfg.mu * flops_term + cfg.rho * math.log(density))

@@ -24,23 +24,31 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+# At module top (not inside __call__): an evaluation's time limit must not pay for imports.
+from blockqnn.data.shapes import network_spec
 from blockqnn.errors import BlockError, ConfigError
+from blockqnn.evaluator.reward import RewardConfig, shaped_reward
+from blockqnn.predictor import features
 from blockqnn.result import empty_result
+from blockqnn.space.cost import network_cost
+from blockqnn.space.nsc import Block, LayerType
+from blockqnn.space.presets import preset
 
 #: The table shipped with the repository (bench/data/, built by bench/bench_table.py).
 DEFAULT_TABLE = Path(__file__).resolve().parents[3] / "bench" / "data" / "blockqnn_bench.csv.gz"
 MODELS = ("gbt", "forest")
 
 #: (channels, side, classes) of the data sets whose shape is known without loading them.
-SHAPES = {"digits": (1, 8, 10), "fashion_mnist": (1, 28, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
 
 
 def read_table(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a BlockQNN-Bench table (one per training)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"evaluator.table={path}: no such file (the BlockQNN-Bench table; "
-                          "bench/collect.sh and bench/bench_table.py build it)")
+        raise ConfigError(
+            f"evaluator.table={path}: no such file (the BlockQNN-Bench table; "
+            "bench/collect.sh and bench/bench_table.py build it)"
+        )
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as f:
         return list(csv.DictReader(f))
@@ -50,8 +58,6 @@ def block_features(nsc: Any) -> np.ndarray:
     """Structural features of a block: those of the online predictor (counts of each layer
     kind and type, length, depth, density, output leaves) plus the share of each type and the
     longest chain of convolutions."""
-    from blockqnn.predictor import features
-    from blockqnn.space.nsc import Block, LayerType
 
     block = Block.parse(nsc)
     base = features(block)
@@ -64,7 +70,9 @@ def block_features(nsc: Any) -> np.ndarray:
     return np.concatenate([base, shares, [max(conv_depth.values())]])
 
 
-def measured(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], np.ndarray, np.ndarray, float]:
+def measured(
+    rows: list[dict[str, Any]],
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray, float]:
     """Per canonical key: NSC, mean accuracy over its trainings, trainings count; and the
     pooled seed-to-seed standard deviation of the keys trained more than once (nan if none)."""
     by_key: dict[str, list[float]] = {}
@@ -85,14 +93,24 @@ def measured(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], np.ndarr
 def fit_model(kind: str, x: np.ndarray, y: np.ndarray, seed: int = 0):
     """A fitted regressor of accuracy on block features."""
     if kind == "gbt":
+        # lazy: scikit-learn only on the predictor/surrogate/digits paths
         from sklearn.ensemble import HistGradientBoostingRegressor
 
-        model = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, max_leaf_nodes=15,
-                                              min_samples_leaf=10, l2_regularization=1.0, random_state=seed)
+        model = HistGradientBoostingRegressor(
+            max_iter=300,
+            learning_rate=0.05,
+            max_leaf_nodes=15,
+            min_samples_leaf=10,
+            l2_regularization=1.0,
+            random_state=seed,
+        )
     elif kind == "forest":
+        # lazy: scikit-learn only on the predictor/surrogate/digits paths
         from sklearn.ensemble import RandomForestRegressor
 
-        model = RandomForestRegressor(n_estimators=100, min_samples_leaf=3, random_state=seed, n_jobs=1)
+        model = RandomForestRegressor(
+            n_estimators=100, min_samples_leaf=3, random_state=seed, n_jobs=1
+        )
     else:
         raise ConfigError(f"evaluator.model={kind!r}: known models: {', '.join(MODELS)}")
     return model.fit(x, y)
@@ -117,7 +135,9 @@ class FlatForest:
             leaf = t.children_left[:k] == -1
             self.feature[i, :k] = np.where(leaf, 0, t.feature[:k])
             self.threshold[i, :k] = t.threshold[:k]
-            self.left[i, :k] = np.where(leaf, np.arange(k), t.children_left[:k])   # a leaf points at itself
+            self.left[i, :k] = np.where(
+                leaf, np.arange(k), t.children_left[:k]
+            )  # a leaf points at itself
             self.right[i, :k] = np.where(leaf, np.arange(k), t.children_right[:k])
             self.value[i, :k] = t.value[:k, 0, 0]
         self.depth = max(e.get_depth() for e in forest.estimators_)
@@ -134,7 +154,9 @@ class FlatForest:
         return out
 
 
-_FITTED: dict[tuple, Any] = {}  # (table, mtime, model) -> (fitted regressor, noise std); no candidate state
+_FITTED: dict[
+    tuple, Any
+] = {}  # (table, mtime, model) -> (fitted regressor, noise std); no candidate state
 
 
 class SurrogateEvaluator:
@@ -147,8 +169,16 @@ class SurrogateEvaluator:
 
     trains = False  # no device, no data: GPU and data checks do not apply
 
-    def __init__(self, run: DictConfig | dict, table: str | None, model: str, noise_std: float | None,
-                 num_classes: int | None, devices: int, timeout_s: float | None):
+    def __init__(
+        self,
+        run: DictConfig | dict,
+        table: str | None,
+        model: str,
+        noise_std: float | None,
+        num_classes: int | None,
+        devices: int,
+        timeout_s: float | None,
+    ):
         self.run = run if isinstance(run, DictConfig) else OmegaConf.create(run)
         self.timeout_s = None if timeout_s is None else float(timeout_s)
         self.table = Path(table) if table else DEFAULT_TABLE
@@ -162,41 +192,36 @@ class SurrogateEvaluator:
         self._model = None
         self.noise_std = float("nan")
         self.spec = self._network_spec()
-        from blockqnn.evaluator.reward import RewardConfig
-        from blockqnn.space.cost import network_cost
-        from blockqnn.space.presets import preset
 
         self.reward_cfg = RewardConfig(**OmegaConf.to_container(self.run.reward, resolve=True))
         self.ref_flops = network_cost(preset(str(self.run.reward.flops_reference)), **self.spec)[0]
 
     def _network_spec(self) -> dict[str, Any]:
         data = OmegaConf.to_container(self.run.data, resolve=True)
-        name = data.get("name")
-        if name in SHAPES:
-            c, side, classes = SHAPES[name]
-        elif name == "synthetic":
-            c, side, classes = int(data["in_channels"]), int(data["input_size"]), int(data["num_classes"])
-        elif name == "image_folder":
-            c, side, classes = 3, int(data["input_size"]), self.num_classes
-            if classes is None:
-                raise ConfigError("evaluator=surrogate with data=image_folder needs evaluator.num_classes")
-        else:
-            raise ConfigError(f"evaluator=surrogate does not know the shape of data={name!r}")
-        if data.get("resize"):
-            side = int(data["resize"])
-        net = {k: v for k, v in OmegaConf.to_container(self.run.network, resolve=True).items()
-               if k not in ("drop_path", "channels_last")}
-        return {**net, "num_classes": int(classes), "in_channels": c, "input_size": side}
+        net = {
+            k: v
+            for k, v in OmegaConf.to_container(self.run.network, resolve=True).items()
+            if k not in ("drop_path", "channels_last")
+        }
+        try:
+            return network_spec(net, data, self.num_classes)
+        except ConfigError as exc:
+            raise ConfigError(f"evaluator=surrogate: {exc}") from None
 
     def prepare(self) -> None:
         """Fit the surrogate now (once per process and table): a missing table fails early."""
-        key = (str(self.table.resolve()) if self.table.exists() else str(self.table),
-               self.table.stat().st_mtime if self.table.exists() else None, self.model_kind)
+        key = (
+            str(self.table.resolve()) if self.table.exists() else str(self.table),
+            self.table.stat().st_mtime if self.table.exists() else None,
+            self.model_kind,
+        )
         if key not in _FITTED:
             rows = read_table(self.table)
             keys, nscs, acc, _, noise = measured(rows)
             if len(keys) < 20:
-                raise ConfigError(f"evaluator.table={self.table} has {len(keys)} measured blocks; at least 20 needed")
+                raise ConfigError(
+                    f"evaluator.table={self.table} has {len(keys)} measured blocks; at least 20 needed"
+                )
             x = np.stack([block_features(json.loads(s)) for s in nscs])
             _FITTED.clear()
             model = fit_model(self.model_kind, x, acc)
@@ -204,15 +229,19 @@ class SurrogateEvaluator:
         self._model, measured_noise = _FITTED[key]
         self.noise_std = self.noise_override if self.noise_override is not None else measured_noise
         if math.isnan(self.noise_std):
-            raise ConfigError(f"evaluator.table={self.table} has no block trained under several seeds: "
-                              "set evaluator.noise_std")
+            raise ConfigError(
+                f"evaluator.table={self.table} has no block trained under several seeds: "
+                "set evaluator.noise_std"
+            )
 
-    def _noise(self, key: str) -> float:
-        """A normal draw (Box-Muller on two uniforms from the SHA-256 of seed and key): the
-        same block under the same seed always gets the same noise, in microseconds."""
+    def _noise(self, key: str, repeat: int = 0) -> float:
+        """A normal draw (Box-Muller on two uniforms from the SHA-256 of seed, key and repeat):
+        the same evaluation of a block under the same seed always gets the same noise, in
+        microseconds; each re-evaluation (``repeat`` > 0) an independent draw."""
         if not self.noise_std > 0:
             return 0.0
-        digest = hashlib.sha256(f"{int(self.run.seed)}:{key}".encode()).digest()
+        text = f"{int(self.run.seed)}:{key}" + (f":{int(repeat)}" if repeat else "")
+        digest = hashlib.sha256(text.encode()).digest()
         u1 = (int.from_bytes(digest[:8], "little") + 1) / 2.0**64  # in (0, 1]
         u2 = int.from_bytes(digest[8:16], "little") / 2.0**64
         return self.noise_std * math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
@@ -223,11 +252,30 @@ class SurrogateEvaluator:
             self.prepare()
         return self._model.predict(np.stack([block_features(n) for n in nscs]))
 
-    def __call__(self, nsc: Any) -> dict[str, Any]:
-        from blockqnn.evaluator.reward import shaped_reward
-        from blockqnn.space.cost import network_cost
-        from blockqnn.space.nsc import Block
+    def true_reward(self, nsc: Any) -> tuple[float, float]:
+        """The block's noise-free (reward, accuracy): the surrogate's mean, the figure a search's
+        returned block is scored by (never a noisy draw)."""
+        return self.true_rewards([nsc])[0]
 
+    def true_rewards(self, nscs: list) -> list[tuple[float, float]]:
+        """:meth:`true_reward` of many blocks (one batched prediction)."""
+
+        blocks = [Block.parse(n) for n in nscs]
+        if not blocks:
+            return []
+        out = []
+        for block, mean in zip(blocks, self.predict(blocks)):
+            accuracy = min(1.0, max(0.0, float(mean)))
+            flops, _ = network_cost(block, **self.spec)
+            out.append(
+                (
+                    shaped_reward(accuracy, flops, self.ref_flops, block.density, self.reward_cfg),
+                    accuracy,
+                )
+            )
+        return out
+
+    def __call__(self, nsc: Any, repeat: int = 0) -> dict[str, Any]:
         start = time.perf_counter()
         try:
             block = Block.parse(nsc)
@@ -236,9 +284,18 @@ class SurrogateEvaluator:
         if self._model is None:
             self.prepare()
         mean = float(self._model.predict(block_features(block)[None])[0])
-        accuracy = min(1.0, max(0.0, mean + self._noise(block.key)))
+        accuracy = min(1.0, max(0.0, mean + self._noise(block.key, repeat)))
         flops, params = network_cost(block, **self.spec)
         reward = shaped_reward(accuracy, flops, self.ref_flops, block.density, self.reward_cfg)
-        return empty_result("ok", None, reward=reward, accuracy=accuracy, flops=flops, params=params,
-                            density=block.density, epochs=int(self.run.recipe.epochs), history=[accuracy],
-                            wall_time=time.perf_counter() - start)
+        return empty_result(
+            "ok",
+            None,
+            reward=reward,
+            accuracy=accuracy,
+            flops=flops,
+            params=params,
+            density=block.density,
+            epochs=int(self.run.recipe.epochs),
+            history=[accuracy],
+            wall_time=time.perf_counter() - start,
+        )

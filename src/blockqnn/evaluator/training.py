@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from blockqnn.errors import BlockError
-from blockqnn.result import empty_result
-
 from blockqnn.config import SEARCH_TRAINER_KEYS  # noqa: F401  (re-exported: the keys a search owns)
+from blockqnn.errors import BlockError
+from blockqnn.evaluator.callbacks import ChanceRestartCallback, ShapedRewardCallback
+from blockqnn.evaluator.module import BlockClassifier, DivergedError
+from blockqnn.evaluator.reward import RewardConfig
+from blockqnn.result import empty_result
+from blockqnn.space.cost import network_cost
+from blockqnn.space.nsc import Block
 
 
 class CandidateTimeout(Exception):
@@ -34,7 +40,9 @@ class TimeLimit(L.Callback):
 
     def _check(self) -> None:
         if time.perf_counter() - self.start > self.seconds:
-            raise CandidateTimeout(f"the evaluation ran past evaluator.timeout_s={self.seconds:g} s")
+            raise CandidateTimeout(
+                f"the evaluation ran past evaluator.timeout_s={self.seconds:g} s"
+            )
 
     def on_train_batch_end(self, *args: Any) -> None:
         self._check()
@@ -46,44 +54,61 @@ class TimeLimit(L.Callback):
 def quiet_lightning() -> None:
     """Lightning's info logs and its advice about DataLoader workers and iterable datasets do
     not apply to in-memory tensor loaders; each is filtered by its message."""
-    import warnings
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*isn't an iterable-style.*")
     # Lightning 2.x calls a torch pytree API that torch 2.14 deprecates, once per candidate.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning
+    )
 
 
 def user_callbacks(node) -> list:
     """The Lightning callbacks of a ``callbacks`` config node (callbacks=..., both entry points)."""
+    # lazy: Hydra's runtime only when it runs
+    # lazy: Hydra's runtime only when it runs
     from hydra.utils import instantiate
 
     return [instantiate(c) for c in (node or {}).values() if c is not None]
 
 
-def build_trainer(run: DictConfig, max_epochs: int, callbacks: list, devices: int | None = None) -> L.Trainer:
+def build_trainer(
+    run: DictConfig, max_epochs: int, callbacks: list, devices: int | None = None
+) -> L.Trainer:
     """The candidate's Trainer from ``run.trainer`` (every key the user set), with the keys a
     search owns; user callbacks (``run.callbacks``) are added to the search's own."""
+    # lazy: Hydra's instantiate only where a config node is built
     from hydra.utils import instantiate
 
     node = OmegaConf.to_container(run.trainer, resolve=True)
     if devices is not None:
         node["devices"] = devices
-    return instantiate(node, max_epochs=max_epochs, callbacks=callbacks + user_callbacks(run.callbacks), logger=False,
-                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                       num_sanity_val_steps=0)
+    return instantiate(
+        node,
+        max_epochs=max_epochs,
+        callbacks=callbacks + user_callbacks(run.callbacks),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
 
 
-def train_candidate(nsc: Any, run: DictConfig, dm, network: dict, reference_flops: Callable[[], int],
-                    timeout_s: float | None = None, devices: int | None = None) -> dict[str, Any]:
-    """Train the network built from ``nsc`` on ``dm`` with ``run``'s recipe; its result."""
-    from blockqnn.evaluator.module import BlockClassifier, DivergedError
-    from blockqnn.evaluator.callbacks import ChanceRestartCallback, ShapedRewardCallback
-    from blockqnn.evaluator.reward import RewardConfig
-    from blockqnn.space.cost import network_cost
-    from blockqnn.space.nsc import Block
+def train_candidate(
+    nsc: Any,
+    run: DictConfig,
+    dm,
+    network: dict,
+    reference_flops: Callable[[], int],
+    timeout_s: float | None = None,
+    devices: int | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Train the network built from ``nsc`` on ``dm`` with ``run``'s recipe; its result.
+    ``seed``: the training seed (default ``run.seed``; re-evaluations pass fresh ones)."""
 
     start = time.perf_counter()
     quiet_lightning()
@@ -91,24 +116,34 @@ def train_candidate(nsc: Any, run: DictConfig, dm, network: dict, reference_flop
     try:
         block = Block.parse(nsc)
     except BlockError as exc:
-        return empty_result("invalid", f"invalid block: {exc}", wall_time=time.perf_counter() - start)
+        return empty_result(
+            "invalid", f"invalid block: {exc}", wall_time=time.perf_counter() - start
+        )
     out["density"] = block.density
     recipe = run.recipe
     restart = recipe.restart
-    threshold = 1.0 / network["num_classes"] if restart.threshold is None else float(restart.threshold)
+    threshold = (
+        1.0 / network["num_classes"] if restart.threshold is None else float(restart.threshold)
+    )
     optimizer = OmegaConf.to_container(run.model.optimizer, resolve=True)
-    scheduler = OmegaConf.to_container(run.model.scheduler, resolve=True) if run.model.scheduler else None
+    scheduler = (
+        OmegaConf.to_container(run.model.scheduler, resolve=True) if run.model.scheduler else None
+    )
     base_lr = float(optimizer["lr"])
     reward_cfg = RewardConfig(**OmegaConf.to_container(run.reward, resolve=True))
     try:
         for attempt in range(int(restart.max) + 1):
-            L.seed_everything(int(run.seed), workers=False, verbose=False)
+            L.seed_everything(
+                int(run.seed) if seed is None else int(seed), workers=False, verbose=False
+            )
             lr = base_lr * float(restart.factor) ** attempt
             model = BlockClassifier(block.to_list(), network, {**optimizer, "lr": lr}, scheduler)
             if "flops" not in out:  # from the NSC: equal to torch's counts, without a forward pass
                 flops, params = network_cost(block, **network)
                 out.update(flops=flops, params=params)
-            reward_cb = ShapedRewardCallback(out["flops"], reference_flops(), block.density, reward_cfg)
+            reward_cb = ShapedRewardCallback(
+                out["flops"], reference_flops(), block.density, reward_cfg
+            )
             restart_cb = ChanceRestartCallback(threshold)
             callbacks: list = [reward_cb] + ([restart_cb] if attempt < int(restart.max) else [])
             if timeout_s:
@@ -122,18 +157,36 @@ def train_candidate(nsc: Any, run: DictConfig, dm, network: dict, reference_flop
                 break
             out["restarts"] = attempt + 1
     except DivergedError as exc:
-        return empty_result("diverged", str(exc), **_sizes(out), wall_time=time.perf_counter() - start)
+        return empty_result(
+            "diverged", str(exc), **_sizes(out), wall_time=time.perf_counter() - start
+        )
     except CandidateTimeout as exc:
-        return empty_result("timeout", str(exc), **_sizes(out), wall_time=time.perf_counter() - start)
+        return empty_result(
+            "timeout", str(exc), **_sizes(out), wall_time=time.perf_counter() - start
+        )
     except torch.OutOfMemoryError as exc:
         _free_cuda()
-        size = f"{out.get('params')} parameters, {out.get('flops')} FLOPs" if out.get("params") else "size unknown"
-        return empty_result("oom", f"out of memory ({size}): {str(exc).splitlines()[0]}", **_sizes(out),
-                            wall_time=time.perf_counter() - start)
+        size = (
+            f"{out.get('params')} parameters, {out.get('flops')} FLOPs"
+            if out.get("params")
+            else "size unknown"
+        )
+        return empty_result(
+            "oom",
+            f"out of memory ({size}): {str(exc).splitlines()[0]}",
+            **_sizes(out),
+            wall_time=time.perf_counter() - start,
+        )
     if reward_cb.accuracy is None:
         raise RuntimeError("the training ended without a validation accuracy")
-    return empty_result("ok", None, **out, accuracy=reward_cb.accuracy, reward=reward_cb.reward,
-                        wall_time=time.perf_counter() - start)
+    return empty_result(
+        "ok",
+        None,
+        **out,
+        accuracy=reward_cb.accuracy,
+        reward=reward_cb.reward,
+        wall_time=time.perf_counter() - start,
+    )
 
 
 def _sizes(out: dict) -> dict:

@@ -5,13 +5,34 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import netrc
 import os
+import queue
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+from blockqnn.result import is_measured
+from blockqnn.space.nsc import Block
+from blockqnn.wandb_files import history_rows
 
-FIELDS = ["episode", "iteration", "epsilon", "status", "reward", "accuracy", "flops", "params", "density",
-          "best_reward", "reused", "predicted", "key", "nsc"]
+FIELDS = [
+    "episode",
+    "iteration",
+    "epsilon",
+    "status",
+    "reward",
+    "accuracy",
+    "flops",
+    "params",
+    "density",
+    "best_reward",
+    "reused",
+    "predicted",
+    "key",
+    "nsc",
+]
 # Logged per episode to W&B besides FIELDS: running counts and the search's elapsed time.
 COUNTS = ["trained", "reused_total", "predicted_total", "elapsed_s", "wall_time"]
 
@@ -27,28 +48,124 @@ class NoLogger:
 
     def finish(self, episodes: list[dict], best: dict | None, run_dir: Path) -> None: ...
 
+    def catch_up(self, episodes: list[dict]) -> None:
+        """At start: log the finished episodes of ``episodes`` (the store's) that this logger
+        may not hold, so that after any kill and resume every episode is logged once."""
+
+    def log_reevaluation(self, row: dict[str, Any]) -> None:
+        """A leading block was evaluated again (``key``, ``repeat``, its result)."""
+
     def close(self) -> None:
-        """Flush and close without the final outputs (the search stopped early)."""
+        """Flush and close without the final outputs (the search stopped early). Safe after
+        ``finish`` and twice."""
 
 
 class CSVLogger(NoLogger):
     def __init__(self, run_dir: Path, run_config: dict | None = None):
         self.path = Path(run_dir) / "episodes.csv"
         new = not self.path.exists()
+        self.logged: set[int] = set()
+        if not new:
+            with open(self.path, newline="") as f:
+                self.logged = {
+                    int(r["episode"])
+                    for r in csv.DictReader(f)
+                    if (r.get("episode") or "").isdigit()
+                }
         self.file = open(self.path, "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=FIELDS, extrasaction="ignore")
         if new:
             self.writer.writeheader()
 
+    def catch_up(self, episodes: list[dict]) -> None:
+        for row in catch_up_rows(episodes, self.logged):
+            self.log_episode(row)
+
     def log_episode(self, row: dict[str, Any]) -> None:
         self.writer.writerow(row)
         self.file.flush()
+        self.logged.add(int(row["episode"]))
 
     def finish(self, episodes, best, run_dir) -> None:
         self.file.close()
 
     def close(self) -> None:
         self.file.close()
+
+
+def catch_up_rows(episodes: list[dict], logged: set[int]) -> list[dict]:
+    """The logger rows of the finished episodes not in ``logged``, in episode order, with the
+    running figures (best measured reward, counts) recomputed from the store's episodes."""
+
+    rows, best = [], None
+    counts = {"trained": 0, "reused_total": 0, "predicted_total": 0}
+    for e in episodes:
+        if e["status"] == "running":
+            continue
+        counts[
+            "reused_total" if e["reused"] else "predicted_total" if e["predicted"] else "trained"
+        ] += 1
+        if is_measured(e) and (best is None or e["reward"] > best):
+            best = e["reward"]
+        if e["id"] not in logged:
+            rows.append(
+                {
+                    "episode": e["id"],
+                    **{
+                        k: e[k]
+                        for k in (
+                            "iteration",
+                            "epsilon",
+                            "status",
+                            "reward",
+                            "accuracy",
+                            "flops",
+                            "params",
+                            "density",
+                            "key",
+                            "nsc",
+                            "wall_time",
+                        )
+                    },
+                    "best_reward": best,
+                    "reused": int(e["reused"]),
+                    "predicted": int(e["predicted"]),
+                    **counts,
+                }
+            )
+    return rows
+
+
+def run_summary(episodes: list[dict]) -> dict[str, Any]:
+    """A finished search's figures for W&B's summary: the mean reward of each epsilon stage
+    (``stage_mean_reward/<epsilon>``, the paper's figure) and the counts of trained, reused and
+    predicted episodes."""
+    stages: dict[float, list[float]] = {}
+    for e in episodes:
+        if e["status"] not in ("running", "failed") and e["reward"] is not None:
+            stages.setdefault(float(e["epsilon"]), []).append(float(e["reward"]))
+    out: dict[str, Any] = {
+        f"stage_mean_reward/{eps:g}": sum(v) / len(v) for eps, v in sorted(stages.items())
+    }
+    done = [e for e in episodes if e["status"] != "running"]
+    out.update(
+        trained=sum(1 for e in done if not e["reused"] and not e["predicted"]),
+        reused_total=sum(1 for e in done if e["reused"]),
+        predicted_total=sum(1 for e in done if e["predicted"]),
+    )
+    return out
+
+
+def wandb_steps(run_dir: Path, run: str) -> set[int]:
+    """The steps (episodes) of the W&B run ``run`` that its offline files in ``run_dir/wandb``
+    hold (every ``run-<id>.wandb`` of every earlier start of the run)."""
+
+    steps: set[int] = set()
+    for path in sorted((Path(run_dir) / "wandb").glob(f"*-{run}*/run-{run}.wandb")):
+        if path.parent.name == "latest-run":
+            continue
+        steps |= {int(r["_step"]) for r in history_rows(path) if "_step" in r and "reward" in r}
+    return steps
 
 
 def run_id(run_dir: Path, prefix: str = "bq") -> str:
@@ -59,7 +176,10 @@ def run_id(run_dir: Path, prefix: str = "bq") -> str:
 def sweep_group() -> str | None:
     """The name of the Hydra multirun's sweep folder this job runs in (None outside one)."""
     try:
+        # lazy: Hydra's runtime only when it runs
         from hydra.core.hydra_config import HydraConfig
+
+        # lazy: Hydra's runtime only when it runs
         from hydra.types import RunMode
 
         hc = HydraConfig.get()
@@ -81,8 +201,6 @@ def wandb_mode(mode: str | None = None) -> str:
 
 def _wandb_login() -> bool:
     """Whether `wandb login` stored a key: an api.wandb.ai entry (or WANDB_BASE_URL's host) in ~/.netrc."""
-    import netrc
-    from urllib.parse import urlparse
 
     host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     try:
@@ -105,11 +223,18 @@ class WandbLogger(NoLogger):
     and the elapsed time; the best block's drawing is logged whenever the best changes, and
     the summary holds the best reward, accuracy and block."""
 
-    def __init__(self, run_dir: Path, run_config: dict | None = None, project: str = "blockqnn", mode: str | None = None,
-                 entity: str | None = None, name: str | None = None, group: str | None = None,
-                 job_type: str | None = None, tags: list[str] | None = None):
-        import queue
-        import threading
+    def __init__(
+        self,
+        run_dir: Path,
+        run_config: dict | None = None,
+        project: str = "blockqnn",
+        mode: str | None = None,
+        entity: str | None = None,
+        name: str | None = None,
+        group: str | None = None,
+        job_type: str | None = None,
+        tags: list[str] | None = None,
+    ):
 
         os.environ.setdefault("WANDB_SILENT", "true")
         run_dir = Path(run_dir)
@@ -117,15 +242,29 @@ class WandbLogger(NoLogger):
         cfg = run_config or {}
         agent = (cfg.get("agent") or {}).get("name")
         schedule = (cfg.get("agent") or {}).get("epsilon_schedule")
-        schedule = schedule if isinstance(schedule, str) else ("custom" if schedule is not None else None)
+        schedule = (
+            schedule if isinstance(schedule, str) else ("custom" if schedule is not None else None)
+        )
         data = (cfg.get("data") or {}).get("name")
-        default_tags = [f"{k}:{v}" for k, v in (("data", data), ("agent", agent), ("schedule", schedule)) if v]
+        default_tags = [
+            f"{k}:{v}" for k, v in (("data", data), ("agent", agent), ("schedule", schedule)) if v
+        ]
         self.run_dir = run_dir
-        self._init = dict(project=project, entity=entity, name=name or run_dir.name, id=self.id, resume="allow",
-                          dir=str(run_dir), mode=wandb_mode(mode), config=run_config,
-                          group=group or sweep_group(), job_type=job_type or agent,
-                          tags=list(tags) if tags is not None else default_tags)
+        self._init = dict(
+            project=project,
+            entity=entity,
+            name=name or run_dir.name,
+            id=self.id,
+            resume="allow",
+            dir=str(run_dir),
+            mode=wandb_mode(mode),
+            config=run_config,
+            group=group or sweep_group(),
+            job_type=job_type or agent,
+            tags=list(tags) if tags is not None else default_tags,
+        )
         self.run = None
+        self._closed = False
         self._error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="wandb-logger", daemon=True)
@@ -133,6 +272,7 @@ class WandbLogger(NoLogger):
 
     def _work(self) -> None:
         try:
+            # lazy: wandb takes a second to import; only logger=wandb needs it
             import wandb
 
             self.wandb = wandb
@@ -143,9 +283,7 @@ class WandbLogger(NoLogger):
                     return
                 kind, payload = item
                 if kind == "row":
-                    self.run.log({k: payload[k] for k in FIELDS + COUNTS
-                                  if k not in ("nsc", "key") and payload.get(k) is not None},
-                                 step=int(payload["episode"]))
+                    self._log_row(payload)
                 else:
                     payload()
         except BaseException as exc:  # noqa: BLE001 - handed to the search's thread
@@ -166,25 +304,75 @@ class WandbLogger(NoLogger):
     def _best(self, episode: int, best: dict[str, Any]) -> None:
         """Draw the new best block and log it (at its episode's step, which W&B has not
         closed yet: rows of the queue come in order) with the summary."""
+        # lazy: keeps this light module from importing torch/Lightning at start-up
         from blockqnn.space.draw import draw_block
-        from blockqnn.space.nsc import Block
 
         folder = self.run_dir / "wandb" / "best"
         folder.mkdir(parents=True, exist_ok=True)
-        png = draw_block(Block.parse(best["nsc"]), folder / f"best_{episode}.png",
-                         title=f"episode {episode}: reward {best['reward']:.4f}")[0]
+        png = draw_block(
+            Block.parse(best["nsc"]),
+            folder / f"best_{episode}.png",
+            title=f"episode {episode}: reward {best['reward']:.4f}",
+        )[0]
         nsc = json.dumps(best["nsc"], separators=(",", ":"))
         self.run.log({"best_block": self.wandb.Image(str(png), caption=nsc)}, step=episode)
-        self.run.summary.update({"best_reward": best["reward"], "best_accuracy": best.get("accuracy"),
-                                 "best_nsc": nsc, "best_key": best.get("key"), "best_episode": episode})
+        self.run.summary.update(
+            {
+                "best_reward": best["reward"],
+                "best_accuracy": best.get("accuracy"),
+                "best_nsc": nsc,
+                "best_key": best.get("key"),
+                "best_episode": episode,
+            }
+        )
+
+    def catch_up(self, episodes: list[dict]) -> None:
+        """Episodes the store holds that no earlier start of this W&B run durably wrote (a kill
+        between the store's commit and W&B's write): offline, the run's files on disk say which
+        steps they hold; online, W&B's resumed step says where its history ends."""
+        if not any(e["status"] != "running" for e in episodes):
+            return
+
+        def work() -> None:
+            if self._init["mode"] != "online":
+                logged = wandb_steps(self.run_dir, self.id)
+            else:
+                logged = {e["id"] for e in episodes if e["id"] < int(self.run.starting_step or 0)}
+            for row in catch_up_rows(episodes, logged):
+                self._log_row(row)
+
+        self._queue.put(("call", work))
+
+    def log_reevaluation(self, row: dict[str, Any]) -> None:
+        self._check()
+
+        def work() -> None:
+            table = self.run.summary.get("reevaluations") or 0
+            self.run.summary.update({"reevaluations": int(table) + 1})
+
+        self._queue.put(("call", work))
+
+    def _log_row(self, payload: dict) -> None:
+        self.run.log(
+            {
+                k: payload[k]
+                for k in FIELDS + COUNTS
+                if k not in ("nsc", "key") and payload.get(k) is not None
+            },
+            step=int(payload["episode"]),
+        )
 
     def finish(self, episodes, best, run_dir) -> None:
+        self._closed = True
         self._queue.put(("call", lambda: self._summary(episodes, best, run_dir)))
         self._queue.put(None)
         self._thread.join()
         self._check()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._queue.put(("call", lambda: self.run.finish()))
         self._queue.put(None)
         self._thread.join(timeout=60)
@@ -193,12 +381,42 @@ class WandbLogger(NoLogger):
         table = self.wandb.Table(columns=FIELDS[:-1] + ["nsc"])
         for e in episodes:
             if e["status"] != "running":
-                table.add_data(e["id"], e["iteration"], e["epsilon"], e["status"], e["reward"], e["accuracy"],
-                               e["flops"], e["params"], e["density"], None, e["reused"], e["predicted"], e["key"],
-                               e["nsc"])
-        self.run.log({"blocks": table})
+                table.add_data(
+                    e["id"],
+                    e["iteration"],
+                    e["epsilon"],
+                    e["status"],
+                    e["reward"],
+                    e["accuracy"],
+                    e["flops"],
+                    e["params"],
+                    e["density"],
+                    None,
+                    e["reused"],
+                    e["predicted"],
+                    e["key"],
+                    e["nsc"],
+                )
+        images = {
+            key: self.wandb.Image(str(run_dir / f"{key}.png"))
+            for key in ("best_block", "best_network")
+            if (run_dir / f"{key}.png").exists()
+        }
+        self.run.log({"blocks": table, **images})
+        self.run.summary.update(run_summary(episodes))
         if best is not None:
-            self.run.summary.update({"best_reward": best["reward"], "best_accuracy": best.get("accuracy"),
-                                     "best_nsc": json.dumps(best["nsc"], separators=(",", ":")),
-                                     "best_key": best.get("key")})
+            self.run.summary.update(
+                {"best_params": best.get("params"), "best_flops": best.get("flops")}
+            )
+            self.run.summary.update(
+                {
+                    "best_reward": best["reward"],
+                    "best_accuracy": best.get("accuracy"),
+                    "best_nsc": json.dumps(best["nsc"], separators=(",", ":")),
+                    "best_key": best.get("key"),
+                    "best_reward_se": best.get("reward_se"),
+                    "best_evaluations": best.get("evaluations"),
+                    "best_reward_first": best.get("reward_first"),
+                }
+            )
         self.run.finish()

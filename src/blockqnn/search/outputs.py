@@ -1,47 +1,48 @@
-"""A search's outputs in its run folder: best_block.json/png, topk.json, rewards.png."""
+"""A search's outputs in its run folder: best_block.json/png/svg, best_network.png/svg (the
+network the best block is stacked into), topk.json, rewards.png."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from blockqnn.search.ranking import entry, ranked
+from blockqnn.space.draw import draw_block, draw_network
 from blockqnn.space.nsc import Block
 
-METRICS = ("reward", "accuracy", "flops", "params", "density", "status", "epochs", "restarts", "wall_time")
 
-
-def ranked(episodes: list[dict]) -> list[dict]:
-    """Distinct blocks (by canonical key), best reward first."""
-    best: dict[str, dict] = {}
-    for ep in episodes:
-        if ep["status"] == "running" or ep["reward"] is None or ep.get("predicted"):
-            continue  # only measured rewards rank; predicted ones never reach best/top-k
-        if ep["key"] not in best or ep["reward"] > best[ep["key"]]["reward"]:
-            best[ep["key"]] = ep
-    return sorted(best.values(), key=lambda e: (-e["reward"], e["id"]))
-
-
-def entry(ep: dict) -> dict:
-    return {"nsc": json.loads(ep["nsc"]), "key": ep["key"], "episode": ep["id"],
-            **{m: ep.get(m) for m in METRICS}}
-
-
-def write_outputs(run_dir: Path, episodes: list[dict], topk: int = 10) -> dict | None:
-    from blockqnn.space.draw import draw_block
-
-    top = ranked(episodes)
+def write_outputs(
+    run_dir: Path,
+    episodes: list[dict],
+    topk: int = 10,
+    reevaluations: list[dict] = (),
+    network: dict | None = None,
+) -> dict | None:
+    """Write the outputs; ``network``: the network section with the data's shape
+    (:func:`blockqnn.data.shapes.network_spec`), for best_network.png (none without it)."""
+    top = ranked(episodes, reevaluations)
     if not top:
         return None
     best = entry(top[0])
     (run_dir / "best_block.json").write_text(json.dumps(best, indent=2) + "\n")
     (run_dir / "topk.json").write_text(json.dumps([entry(e) for e in top[:topk]], indent=2) + "\n")
-    draw_block(Block.parse(best["nsc"]), run_dir / "best_block.png",
-               title=f"best block: reward {best['reward']:.4f}, accuracy {best['accuracy']}")
+    acc = "-" if best["accuracy"] is None else f"{best['accuracy']:.4f}"
+    n = best["evaluations"]
+    draw_block(
+        Block.parse(best["nsc"]),
+        run_dir / "best_block.png",
+        title=f"best block: reward {best['reward']:.4f}"
+        + (f" ± {best['reward_se']:.4f} (mean of {n})" if n > 1 else "")
+        + f", accuracy {acc}",
+    )
+    if network is not None:
+        draw_network(Block.parse(best["nsc"]), network, run_dir / "best_network.png")
     plot_rewards(episodes, run_dir / "rewards.png")
     return best
 
 
 def plot_rewards(episodes: list[dict], path: Path) -> None:
+    # Lazy: blockqnn.analysis imports pyplot, a second of start-up the master needs only here.
     import matplotlib.pyplot as plt
 
     from blockqnn.analysis import fig_rewards

@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
-import json
 import time
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from omegaconf import OmegaConf
+from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from blockqnn.search.outputs import ranked
+from blockqnn.search.ranking import ranked
+from blockqnn.space.nsc import Block
 
 
 class SearchProgress:
     def __init__(self, console, total: int, done: int, best: float | None):
         self.progress = Progress(
             TextColumn("[bold]search[/] it {task.fields[iteration]} eps {task.fields[epsilon]}"),
-            BarColumn(), MofNCompleteColumn(),
-            TextColumn("best {task.fields[best]}"), TextColumn("{task.fields[counts]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"),
+            TextColumn("{task.fields[counts]}"),
             TextColumn("{task.fields[note]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
         )
-        self.task = self.progress.add_task("search", total=total, completed=done, iteration=0,
-                                           epsilon="-", best=self._fmt(best), note="", counts="")
+        self.task = self.progress.add_task(
+            "search",
+            total=total,
+            completed=done,
+            iteration=0,
+            epsilon="-",
+            best=self._fmt(best),
+            note="",
+            counts="",
+        )
 
     @staticmethod
     def _fmt(best):
@@ -56,38 +78,102 @@ class SearchProgress:
             self._flush()
 
     def update(self, episode, iteration, epsilon, best, note=""):
-        self._push(0, iteration=iteration, epsilon=f"{epsilon:.2f}", best=self._fmt(best), note=note)
+        self._push(
+            0, iteration=iteration, epsilon=f"{epsilon:.2f}", best=self._fmt(best), note=note
+        )
 
     def advance(self, episode, iteration, epsilon, best, counts: dict | None = None):
-        text = "" if not counts else (f"T{counts['trained']} R{counts['reused_total']}"
-                                      + (f" P{counts['predicted_total']}" if counts["predicted_total"] else ""))
-        self._push(1, iteration=iteration, epsilon=f"{epsilon:.2f}", best=self._fmt(best), note="", counts=text)
+        text = (
+            ""
+            if not counts
+            else (
+                f"T{counts['trained']} R{counts['reused_total']}"
+                + (f" P{counts['predicted_total']}" if counts["predicted_total"] else "")
+            )
+        )
+        self._push(
+            1,
+            iteration=iteration,
+            epsilon=f"{epsilon:.2f}",
+            best=self._fmt(best),
+            note="",
+            counts=text,
+        )
 
 
-def summary_table(episodes: list[dict], k: int = 10) -> Table:
+def summary_table(episodes: list[dict], k: int = 10, reevaluations: list[dict] = ()) -> Table:
     """The best distinct blocks, one compact line each (``1:conv3 2:max3(1) 3:add(1,2)``;
     the full NSC is in topk.json): narrow enough for an 80-column terminal."""
-    from blockqnn.space.nsc import Block
 
     table = Table(title="top blocks (full NSC: topk.json)", padding=(0, 1), pad_edge=False)
-    for col, just in (("#", "right"), ("ep", "right"), ("reward", "right"), ("acc", "right"),
-                      ("MFLOPs", "right"), ("block", "left")):
-        table.add_column(col, justify=just, overflow="fold" if col == "block" else "ellipsis",
-                         no_wrap=col != "block")
-    for i, e in enumerate(ranked(episodes)[:k], 1):
-        table.add_row(str(i), str(e["id"]), f"{e['reward']:.4f}",
-                      "-" if e["accuracy"] is None else f"{e['accuracy']:.3f}",
-                      "-" if e["flops"] is None else f"{e['flops'] / 1e6:.1f}",
-                      Block.parse(e["nsc"]).compact())
+    for col, just in (
+        ("#", "right"),
+        ("ep", "right"),
+        ("reward", "right"),
+        ("n", "right"),
+        ("acc", "right"),
+        ("MFLOPs", "right"),
+        ("block", "left"),
+    ):
+        table.add_column(
+            col,
+            justify=just,
+            overflow="fold" if col == "block" else "ellipsis",
+            no_wrap=col != "block",
+        )
+    for i, e in enumerate(ranked(episodes, reevaluations)[:k], 1):
+        se = f"±{e['reward_se']:.3f}" if e["evaluations"] > 1 else ""
+        table.add_row(
+            str(i),
+            str(e["id"]),
+            f"{e['reward']:.4f}{se}",
+            str(e["evaluations"]),
+            "-" if e["accuracy"] is None else f"{e['accuracy']:.3f}",
+            "-" if e["flops"] is None else f"{e['flops'] / 1e6:.1f}",
+            Block.parse(e["nsc"]).compact(),
+        )
     return table
 
 
-def startup_panel(cfg, run_dir, total: int, planned: int, schedule, slots: int, evaluator=None):
+def duration(seconds: float) -> str:
+    """``3 h 20 min``, ``4 min 10 s``, ``12 s``."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s} s"
+
+
+def expected_time(episodes: list[dict], todo: int, slots: int) -> str | None:
+    """The wall time ``todo`` more episodes take at the rate this search measured so far
+    (seconds per finished episode, trained and reused alike, over the episodes' own span), or
+    None before two episodes finished."""
+    done = [e for e in episodes if e.get("finished_at") is not None and e["status"] != "running"]
+    if len(done) < 2:
+        return None
+    wall = [
+        float(e["wall_time"] or 0.0) for e in done if not e.get("reused") and not e.get("predicted")
+    ]
+    per = (
+        sum(wall) / max(1, len(done)) / max(1, slots)
+    )  # evaluation seconds per episode, slots in parallel
+    return f"about {duration(per * todo)} at the measured {per:.3g} s per block"
+
+
+def startup_panel(
+    cfg,
+    run_dir,
+    total: int,
+    planned: int,
+    schedule,
+    slots: int,
+    evaluator=None,
+    episodes: list[dict] | None = None,
+):
     """What the search will do, before it starts: data, network, agent and its constants, the
     schedule (iterations x batch = planned blocks, and the cap), evaluator, executor, reward,
     run folder and the command that resumes it."""
-    from omegaconf import OmegaConf
-    from rich.panel import Panel
 
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True)
@@ -99,22 +185,46 @@ def startup_panel(cfg, run_dir, total: int, planned: int, schedule, slots: int, 
         sizes = f" ({len(dm._train):,} train / {len(dm._val):,} validation)"
     grid.add_row("data", f"{data.name}{sizes}")
     net = cfg.network
-    grid.add_row("network", f"{net.kind}, F={net.width}, N={net.blocks_per_stage}, {net.stages} stages; "
-                            f"blocks of up to {cfg.space.max_layers} layers")
-    params = {k: v for k, v in OmegaConf.to_container(cfg.agent.params, resolve=True).items() if k != "_target_"}
+    grid.add_row(
+        "network",
+        f"{net.kind}, F={net.width}, N={net.blocks_per_stage}, {net.stages} stages; "
+        f"blocks of up to {cfg.space.max_layers} layers",
+    )
+    params = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.agent.params, resolve=True).items()
+        if k != "_target_"
+    }
     grid.add_row("agent", f"{cfg.agent.name} ({', '.join(f'{k} {v}' for k, v in params.items())})")
-    line = f"{schedule.name}: {schedule.iterations} iterations x {cfg.agent.batch_size} = {planned:,} blocks"
+    line = f"{schedule.name}: {schedule.iterations} iterations x {schedule.batch_size} = {planned:,} blocks"
     if total < planned:
         line += f"; this run stops at {total:,} (search.max_episodes)"
     grid.add_row("schedule", line)
+    done = sum(e["status"] != "running" for e in episodes or [])
+    expected = expected_time(episodes or [], max(0, total - done), slots)
+    grid.add_row(
+        "expected", expected or "measured after the first blocks (the progress line's time left)"
+    )
     ev = cfg.evaluator
-    grid.add_row("evaluator", f"{str(ev._target_).rsplit('.', 1)[-1]}"
-                              + (f" (recipe: {cfg.recipe.epochs} epochs, batch {cfg.recipe.batch_size})"
-                                 if getattr(evaluator, "trains", True) else ""))
-    grid.add_row("executor", f"{str(cfg.executor._target_).rsplit('.', 1)[-1]}, {slots} at a time, "
-                             f"{'asynchronous' if cfg.search.asynchronous else 'synchronous iterations'}")
+    grid.add_row(
+        "evaluator",
+        f"{str(ev._target_).rsplit('.', 1)[-1]}"
+        + (
+            f" (recipe: {cfg.recipe.epochs} epochs, batch {cfg.recipe.batch_size})"
+            if getattr(evaluator, "trains", True)
+            else ""
+        ),
+    )
+    grid.add_row(
+        "executor",
+        f"{str(cfg.executor._target_).rsplit('.', 1)[-1]}, {slots} at a time, "
+        f"{'asynchronous' if cfg.search.asynchronous else 'synchronous iterations'}",
+    )
     r = cfg.reward
-    grid.add_row("reward", f"acc - {r.scale} ({r.mu} log FLOPs/FLOPs({r.flops_reference}) + {r.rho} log density)")
+    grid.add_row(
+        "reward",
+        f"acc - {r.scale} ({r.mu} log FLOPs/FLOPs({r.flops_reference}) + {r.rho} log density)",
+    )
     grid.add_row("run folder", str(run_dir))
     grid.add_row("resume", f"python search.py hydra.run.dir={run_dir}")
     return Panel(grid, title="blockqnn search", expand=False)

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from blockqnn.space.nsc import Block, LayerType
+
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
@@ -28,14 +30,22 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
         module.train(was_training)
 
 
-def network_cost(block, kind: str = "cifar", num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
-                 blocks_per_stage: int = 2, width: int = 32, stages: int = 3, **_unused) -> tuple[int, int]:
+def network_cost(
+    block,
+    kind: str = "cifar",
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: int = 32,
+    blocks_per_stage: int = 2,
+    width: int = 32,
+    stages: int = 3,
+    **_unused,
+) -> tuple[int, int]:
     """(FLOPs, parameters) of :func:`blockqnn.space.network.build_network`'s network for
     ``block``, computed from the NSC without building it: what :func:`count_flops` (convolutions
     and the classifier, a multiply-add counting 2) and :func:`count_params` give, thousands of
     times faster (the surrogate evaluator prices every sampled block this way). Options that
     do not change the architecture (drop_path, channels_last) are ignored."""
-    from blockqnn.space.nsc import Block, LayerType
 
     if not isinstance(block, Block):
         block = Block.parse(block)

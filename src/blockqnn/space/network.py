@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
+from blockqnn.errors import ConfigError
 from blockqnn.space.nsc import Block, LayerType
 from blockqnn.space.ops import Add, BranchDrop, Concat, Normalize, ReLUConvBN, pool
 
@@ -95,7 +96,8 @@ class BlockNetwork(nn.Module):
 
 def cifar_stem(spec: NetworkSpec) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(spec.in_channels, spec.width, 3, padding=1, bias=False), nn.BatchNorm2d(spec.width)
+        nn.Conv2d(spec.in_channels, spec.width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(spec.width),
     )
 
 
@@ -117,7 +119,6 @@ STEMS: dict[str, Callable[[NetworkSpec], nn.Module]] = {
 
 def build_network(block: Block | str | list, kind: str = "cifar", **spec_kwargs) -> BlockNetwork:
     """Build the ``kind`` network ('cifar' or 'imagenet') from a block."""
-    from blockqnn.errors import ConfigError
 
     if kind not in STEMS:
         raise ConfigError(f"unknown network kind {kind!r}; known: {', '.join(sorted(STEMS))}")

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cached_property
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, NamedTuple
+
+import igraph  # bliss canonical labelling of the coloured DAG (imported once, not in an evaluation)
 
 from blockqnn.errors import BlockError
 
@@ -65,10 +68,6 @@ class Layer(NamedTuple):
     kernel: int
     pred1: int
     pred2: int
-
-    @property
-    def kind(self) -> LayerType:
-        return LayerType(self.type)
 
     @property
     def preds(self) -> tuple[int, ...]:
@@ -130,7 +129,9 @@ def _check_layer(raw: Any, position: int, max_layers: int | None) -> Layer:
         )
     if kind == LayerType.TERMINAL:
         if pred1 != 0 or pred2 != 0:
-            raise BlockError("terminal takes no predecessors (pred1 = pred2 = 0)", index, "terminal-preds")
+            raise BlockError(
+                "terminal takes no predecessors (pred1 = pred2 = 0)", index, "terminal-preds"
+            )
         return Layer(index, typ, kernel, pred1, pred2)
     if max_layers is not None and index > max_layers:
         raise BlockError(
@@ -162,13 +163,14 @@ def _colour(layer: Layer) -> tuple[int, int]:
     """A layer's colour in the canonical labelling: its (type, kernel), except that the layers
     that compute the identity (a 1x1 max or average pool at stride 1, and identity itself)
     share identity's, so blocks that differ only there are one block."""
-    if layer.type == LayerType.IDENTITY or (layer.type in (LayerType.MAX_POOL, LayerType.AVG_POOL)
-                                            and layer.kernel == 1):
+    if layer.type == LayerType.IDENTITY or (
+        layer.type in (LayerType.MAX_POOL, LayerType.AVG_POOL) and layer.kernel == 1
+    ):
         return (int(LayerType.IDENTITY), 0)
     return (int(layer.type), int(layer.kernel))
 
 
-_CANONICAL: dict[tuple, "Block"] = {}  # layers -> canonical form (Block.canonical)
+_CANONICAL: dict[tuple, Block] = {}  # layers -> canonical form (Block.canonical)
 _CANONICAL_MAX = 200_000
 
 
@@ -182,11 +184,11 @@ class Block:
     @classmethod
     def parse(
         cls,
-        obj: "str | Sequence[Sequence[int]] | Block",
+        obj: str | Sequence[Sequence[int]] | Block,
         *,
         max_layers: int | None = None,
         require_terminal: bool = False,
-    ) -> "Block":
+    ) -> Block:
         """Parse a block from its JSON text, a list of lists, or a Block.
 
         The closing Terminal may be left out unless ``require_terminal``. Parsing never
@@ -199,15 +201,21 @@ class Block:
             try:
                 raw = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise BlockError(f"block text is not valid JSON ({exc.msg} at char {exc.pos})", None, "json") from None
+                raise BlockError(
+                    f"block text is not valid JSON ({exc.msg} at char {exc.pos})", None, "json"
+                ) from None
         else:
             raw = obj
         if not isinstance(raw, (list, tuple)):
-            raise BlockError(f"a block is a list of layers, got {type(raw).__name__}", None, "format")
+            raise BlockError(
+                f"a block is a list of layers, got {type(raw).__name__}", None, "format"
+            )
         layers: list[Layer] = []
         for position, item in enumerate(raw):
             if layers and layers[-1].type == LayerType.TERMINAL:
-                raise BlockError("terminal must be the last layer", layers[-1].index, "terminal-last")
+                raise BlockError(
+                    "terminal must be the last layer", layers[-1].index, "terminal-last"
+                )
             layers.append(_check_layer(item, position, max_layers))
         if not layers or (len(layers) == 1 and layers[0].type == LayerType.TERMINAL):
             raise BlockError("a block needs at least one layer before the terminal", 1, "empty")
@@ -222,7 +230,7 @@ class Block:
         return cls(tuple(layers))
 
     @classmethod
-    def from_layers(cls, layers: Iterable[Sequence[int]], **kwargs: Any) -> "Block":
+    def from_layers(cls, layers: Iterable[Sequence[int]], **kwargs: Any) -> Block:
         return cls.parse([list(layer) for layer in layers], **kwargs)
 
     # ----------------------------------------------------------------- text forms
@@ -291,7 +299,7 @@ class Block:
 
     # ----------------------------------------------------------------- canonical form
     @cached_property
-    def canonical(self) -> "Block":
+    def canonical(self) -> Block:
         """The same architecture, renumbered canonically and with two-input layers' inputs
         sorted. Blocks differ in canonical form exactly when their DAGs differ. Memoised by
         layers (a search samples the same blocks again and again; a labelling costs ~1 ms)."""
@@ -302,9 +310,7 @@ class Block:
             known = _CANONICAL[self.layers] = self._canonical()
         return known
 
-    def _canonical(self) -> "Block":
-        import igraph  # bliss canonical labelling of the coloured DAG
-
+    def _canonical(self) -> Block:
         body = self.body
         labels = [(0, 0)] + [_colour(layer) for layer in body]
         palette = sorted(set(labels))
@@ -337,9 +343,6 @@ class Block:
         the order of an add's or concat's inputs, different for different DAGs."""
         digest = hashlib.sha256(self.canonical.to_json().encode()).hexdigest()
         return digest[:24]
-
-    def same_architecture(self, other: "Block") -> bool:
-        return self.canonical.layers == other.canonical.layers
 
 
 def legal_actions(partial: Sequence[Layer], max_layers: int = DEFAULT_MAX_LAYERS) -> list[Layer]:

@@ -1,0 +1,214 @@
+"""A search's set-up from its config: the checks before anything runs (:func:`validate`), the
+agent, predictor, executor and logger it builds, its schedule, and the fingerprint a resume
+must match (:func:`fingerprint`)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from blockqnn.agent import Agent, parse_schedule
+from blockqnn.config import SEARCH_TRAINER_KEYS, SearchConfig, check
+from blockqnn.errors import ConfigError
+from blockqnn.evaluator import evaluator_spec, make_evaluator
+
+#: Keys that cannot change a search's results, so they may change between a search and its
+#: resumption (README "Resume"): trainer keys about display, logging and where it runs.
+NEUTRAL_TRAINER_KEYS = (
+    "enable_progress_bar",
+    "enable_model_summary",
+    "log_every_n_steps",
+    "logger",
+    "default_root_dir",
+    "num_nodes",
+    "devices",
+    "profiler",
+    "barebones",
+)
+
+
+def fingerprint(cfg: DictConfig) -> dict:
+    """What must not change between a search and its resumption: every key that changes a
+    result (seed, data, recipe, trainer, callbacks, network, model, reward, space, evaluator,
+    agent with its resolved iteration size, predictor, re-evaluation), resolved. Not in it:
+    the logger, the executor, search.max_episodes, evaluator.devices and timeout_s, and the
+    trainer's NEUTRAL_TRAINER_KEYS."""
+    ev = evaluator_spec(cfg)
+    evaluator = {k: v for k, v in ev["evaluator"].items() if k not in ("devices", "timeout_s")}
+    trainer = {k: v for k, v in ev["trainer"].items() if k not in NEUTRAL_TRAINER_KEYS}
+    return {
+        "seed": ev["seed"],
+        "data": ev["data"],
+        "recipe": ev["recipe"],
+        "network": ev["network"],
+        "model": ev["model"],
+        "reward": ev["reward"],
+        "max_layers": int(cfg.space.max_layers),
+        "trainer": trainer,
+        "callbacks": ev["callbacks"],
+        "reevaluate": reevaluate_settings(cfg),
+        "asynchronous": bool(cfg.search.asynchronous),
+        "evaluator": evaluator,
+        "agent": {
+            **OmegaConf.to_container(cfg.agent, resolve=True),
+            "batch_size": schedule_of(cfg).batch_size,
+        },
+        "predictor": OmegaConf.to_container(cfg.search.predictor, resolve=True)
+        if cfg.search.get("predictor") is not None
+        else None,
+    }
+
+
+def reevaluate_settings(cfg: DictConfig) -> dict:
+    """``search.reevaluate`` as a dict (top, repeats, every_iteration, max_rounds)."""
+    node = cfg.search.get("reevaluate")
+    out = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    return {
+        "top": int(out.get("top") or 0),
+        "repeats": int(out.get("repeats") or 0),
+        "every_iteration": bool(out.get("every_iteration", False)),
+        "max_rounds": int(out.get("max_rounds") or 1),
+    }
+
+
+def schedule_of(cfg: DictConfig):
+    """The search's epsilon schedule with its iteration size resolved (``agent.batch_size``, or
+    the named schedule's own when null)."""
+    return parse_schedule(cfg.agent.epsilon_schedule, cfg.agent.get("batch_size"))
+
+
+def _instantiate(node: DictConfig, what: str, **kwargs):
+    """hydra.utils.instantiate with its failures turned into one ConfigError."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(
+            f"cannot build the {what} from {node.get('_target_')!r}: {cause}"
+        ) from None
+
+
+def build_agent(cfg: DictConfig):
+    agent = _instantiate(
+        cfg.agent.params, "agent", max_layers=int(cfg.space.max_layers), seed=int(cfg.seed)
+    )
+    if not isinstance(agent, Agent):
+        raise ConfigError(
+            f"agent.params._target_={cfg.agent.params._target_!r} is not an agent "
+            "(a blockqnn.agent.Agent); agents: qlearning, random, evolution, tpe, replay"
+        )
+    return agent
+
+
+def build_predictor(cfg: DictConfig):
+    node = cfg.search.get("predictor")
+    if node is None:
+        return None
+    return _instantiate(node, "predictor", seed=int(cfg.seed))
+
+
+def build_executor(cfg: DictConfig, evaluator=None):
+    """The configured executor, given the evaluator spec (or, for the local executor, an
+    evaluator object already built, e.g. the one :func:`validate` loaded the data with)."""
+    local = str(cfg.executor.get("_target_", "")).endswith("LocalExecutor")
+    # Other executors build one evaluator per worker from the spec.
+    use = evaluator if (evaluator is not None and local) else evaluator_spec(cfg)
+    return _instantiate(cfg.executor, "executor", evaluator=use, _recursive_=False)
+
+
+def build_logger(cfg: DictConfig, run_dir: Path):
+    # Partial: the run's config holds other _target_ nodes that must not be instantiated.
+    make = _instantiate(cfg.logger, "logger", _partial_=True)
+    try:
+        return make(run_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True))
+    except TypeError as exc:
+        raise ConfigError(
+            f"cannot build the logger from {cfg.logger.get('_target_')!r}: {exc}"
+        ) from None
+
+
+def _trains(cfg: DictConfig) -> bool:
+    """Whether the configured evaluator trains: a surrogate does not, so the trainer section
+    does not apply to it and its search starts without importing Lightning."""
+    try:
+        return bool(getattr(get_class(cfg.evaluator.get("_target_")), "trains", True))
+    except Exception:  # noqa: BLE001  a bad target: make_evaluator names it below
+        return True
+
+
+def validate(cfg: DictConfig):
+    """Refuse bad input before any training: types and ranges (the schema), settings the
+    search cannot honour, the agent, and the data (loaded here: a missing folder fails now).
+    Returns the evaluator it built, for the local executor to use."""
+    check(cfg, SearchConfig)
+    target = cfg.executor.get("_target_")
+    try:
+        get_class(target)
+    except Exception:  # noqa: BLE001
+        raise ConfigError(
+            f"executor._target_={target!r} cannot be imported; executors: local, pool, ray"
+        ) from None
+    known = set(inspect.signature(get_class(target)).parameters) - {"evaluator"}
+    unknown = sorted(set(cfg.executor) - known - {"_target_"})
+    if unknown:
+        raise ConfigError(
+            f"executor.{unknown[0]} is not an argument of {target}; its arguments: "
+            + ", ".join(sorted(known))
+        )
+    schedule_of(cfg)
+    trains = _trains(cfg)  # the surrogate trains nothing: no trainer section, no device
+    trainer_target = cfg.trainer.get("_target_")
+    if trainer_target and trains:  # locating the Trainer imports Lightning (seconds)
+        accepted = set(inspect.signature(get_class(trainer_target)).parameters)
+        stray = sorted(set(cfg.trainer) - accepted - {"_target_"})
+        if stray:
+            raise ConfigError(f"trainer.{stray[0]} is not an argument of {trainer_target}")
+    owned = [k for k in SEARCH_TRAINER_KEYS if k in cfg.trainer]
+    if owned:
+        raise ConfigError(
+            f"trainer.{owned[0]} is set by the search for every candidate "
+            "(max_epochs: recipe.epochs; callbacks: callbacks=...); remove it"
+        )
+    if (
+        cfg.trainer.get("strategy") not in (None, "auto")
+        or int(cfg.trainer.devices) != 1
+        or int(cfg.trainer.get("num_nodes") or 1) != 1
+    ):
+        raise ConfigError(
+            "a search trains each candidate on trainer.devices=1; for DDP per candidate use "
+            "evaluator.devices=<k> (each candidate then runs as its own torchrun process group)"
+        )
+    build_agent(cfg)
+    if reevaluate_settings(cfg)["every_iteration"] and cfg.search.asynchronous:
+        raise ConfigError(
+            "search.reevaluate.every_iteration=true needs synchronous iterations "
+            "(search.asynchronous=false): an asynchronous search has no iteration boundary"
+        )
+    spec = evaluator_spec(cfg)
+    local = str(target).endswith("LocalExecutor")
+    if not local and "trainer" in spec:
+        # Workers build their own evaluators: the master checks the data on the CPU and keeps
+        # nothing (no data set, no CUDA memory in the master).
+        spec = {**spec, "trainer": {**spec["trainer"], "accelerator": "cpu"}}
+    evaluator = make_evaluator(spec)
+    if (
+        trains
+        and cfg.trainer.accelerator in ("gpu", "cuda")
+        and str(target).endswith(("LocalExecutor", "PoolExecutor"))
+    ):
+        # lazy: torch stays out of this light module's import (master, CLI start-up)
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.accelerator={cfg.trainer.accelerator} but no GPU is visible here; "
+                "use trainer=cpu (or run where a GPU is)"
+            )
+    prepare = getattr(evaluator, "prepare", None)
+    if prepare is not None:
+        prepare()
+    return evaluator if local else None

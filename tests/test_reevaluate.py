@@ -1,0 +1,137 @@
+"""Re-evaluation of the leading blocks (search.reevaluate): each repeat its own row with its own
+seed, rankings by the mean, the agent's memory relabelled, and an exact resume after SIGKILL."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from blockqnn.search.loop import Search
+from blockqnn.search.store import SearchStore
+from tests.conftest import ROOT, compose_search, fingerprint_of
+from tests.faults import killed_search
+
+SURR = [
+    "evaluator=surrogate",
+    "logger=none",
+    "space.max_layers=10",
+    "agent.epsilon_schedule=[[1.0,4],[0.3,4]]",
+    "agent.batch_size=16",
+    "search.reevaluate.top=3",
+    "search.reevaluate.repeats=2",
+]
+
+
+def _rows(run_dir, table):
+    con = sqlite3.connect(run_dir / "search.db")
+    con.row_factory = sqlite3.Row
+    rows = [dict(r) for r in con.execute(f"SELECT * FROM {table} ORDER BY id")]
+    con.close()
+    return rows
+
+
+def test_leaders_are_reevaluated_with_fresh_seeds_and_ranked_by_their_mean(tmp_path):
+    cfg = compose_search(*SURR)
+    Search(cfg, tmp_path).run()
+    episodes, reevals = _rows(tmp_path, "episodes"), _rows(tmp_path, "reevaluations")
+    assert len(episodes) == 128 and reevals and all(r["status"] == "ok" for r in reevals)
+    # each re-evaluation is its own row: repeats 1..2 per block, each with its own seed, distinct noise
+    by_key: dict[str, list[dict]] = {}
+    for r in reevals:
+        by_key.setdefault(r["key"], []).append(r)
+    assert all(sorted(r["repeat"] for r in rs) == [1, 2] for rs in by_key.values())
+    assert len({r["seed"] for r in reevals}) == 2 and 0 not in {r["seed"] for r in reevals}
+    first = {e["key"]: e for e in reversed(episodes) if not e["reused"]}
+    for key, rs in by_key.items():
+        assert (
+            len({first[key]["reward"], *(r["reward"] for r in rs)}) == 3
+        )  # independent noise per repeat
+    top = json.loads((tmp_path / "topk.json").read_text())
+    best = json.loads((tmp_path / "best_block.json").read_text())
+    # the three leaders by the mean are all re-evaluated: mean of 3, with a standard error
+    assert [t["evaluations"] for t in top[:3]] == [3, 3, 3]
+    assert best["key"] == top[0]["key"] and best["reward"] == pytest.approx(
+        (first[best["key"]]["reward"] + sum(r["reward"] for r in by_key[best["key"]])) / 3
+    )
+    assert best["reward_first"] == first[best["key"]]["reward"] and best["reward_se"] > 0
+    # re-evaluated leaders first (by their mean), then the others (by their one reward)
+    assert [t["evaluations"] for t in top] == sorted((t["evaluations"] for t in top), reverse=True)
+    for n in (1, 3):
+        group = [t["reward"] for t in top if t["evaluations"] == n]
+        assert group == sorted(group, reverse=True)
+    # the agent learned the mean: every memory entry of a re-evaluated block holds its mean
+    store = SearchStore(tmp_path / "search.db", fingerprint_of(cfg))
+    small, parts = store.agent_state()
+    memory = {int(k): v for k, v in parts["agent.memory"].items()}
+    for key in by_key:
+        mean = store.key_stats(key)["reward"]
+        told = store.told_indices(key)
+        assert told and all(memory[i][1] == pytest.approx(mean) for i in told)
+        assert store.lookup(key)["reward"] == pytest.approx(mean)  # and later reuse gets the mean
+    store.close()
+
+
+def test_without_reevaluation_nothing_is_trained_again(tmp_path):
+    Search(compose_search(*SURR, "search.reevaluate.top=0"), tmp_path).run()
+    assert _rows(tmp_path, "reevaluations") == []
+    assert json.loads((tmp_path / "best_block.json").read_text())["evaluations"] == 1
+
+
+def _cmd(run_dir, *extra):
+    return [sys.executable, str(ROOT / "search.py"), f"hydra.run.dir={run_dir}", *extra]
+
+
+def _count(run_dir, table, where="status != 'running'"):
+    try:
+        con = sqlite3.connect(f"file:{run_dir / 'search.db'}?mode=ro", uri=True)
+        n = con.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
+        con.close()
+        return n
+    except sqlite3.Error:
+        return 0
+
+
+def test_search_with_reevaluation_resumes_exactly_after_sigkill(tmp_path):
+    """Killed while re-evaluating (each iteration and at the end), the resumed search ends with
+    the episodes and the re-evaluations of a search that never stopped, each recorded once."""
+    extra = [
+        "evaluator=surrogate",
+        "logger=none",
+        "space.max_layers=8",
+        "agent.batch_size=8",
+        "agent.epsilon_schedule=[[1.0,3],[0.3,3]]",
+        "search.reevaluate.top=2",
+        "search.reevaluate.repeats=3",
+        "search.reevaluate.every_iteration=true",
+        "evaluator._target_=tests.faults.FaultyEvaluator",
+    ]
+    ref = tmp_path / "ref"
+    Search(compose_search(*extra), ref).run()  # the undisturbed search, in this process
+    run = tmp_path / "killed"
+    total = {t: _count(ref, t) for t in ("episodes", "reevaluations")}
+    # Killed while re-evaluating in the first iterations, mid-search, then halfway through the
+    # re-evaluations left (a resumed process records at least what is not yet committed).
+    for table, after in (("reevaluations", 2), ("episodes", 30), ("reevaluations", None)):
+        if after is None:
+            after = max(1, (total[table] - _count(run, table)) // 2)
+        kind = "finish" if table == "episodes" else "finish_reevaluation"
+        proc = killed_search(after, _cmd(run, *extra)[2:], kind)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert 0 < _count(run, "reevaluations") < total["reevaluations"]
+    done = subprocess.run(_cmd(run, *extra), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cols = ("id", "nsc", "status", "reward")
+    assert [tuple(e[c] for c in cols) for e in _rows(run, "episodes")] == [
+        tuple(e[c] for c in cols) for e in _rows(ref, "episodes")
+    ]
+    rcols = ("id", "key", "repeat", "seed", "status", "reward", "after_episode", "round")
+    assert [tuple(r[c] for c in rcols) for r in _rows(run, "reevaluations")] == [
+        tuple(r[c] for c in rcols) for r in _rows(ref, "reevaluations")
+    ]
+    best, ref_best = (json.loads((d / "best_block.json").read_text()) for d in (run, ref))
+    assert {k: v for k, v in best.items() if k != "wall_time"} == {
+        k: v for k, v in ref_best.items() if k != "wall_time"
+    }
