@@ -41,18 +41,28 @@ if [ "${1:-}" = "23" ]; then
   # up to 23 layers, then 3-seed repeats of the first 50 random 23-layer blocks and of the
   # table's best 50 blocks (the top is where a search is decided). About 5 hours of 2 cores
   # at ~12 CPU-s per 23-layer block. Resumable: rerun `bash bench/collect.sh 23`.
-  run random23-0 seed=230 space.max_layers=23 agent.batch_size=16 'agent.epsilon_schedule=[[1.0,63]]' &
+  # Two lanes, one core each: the random samples, and (once the block lists exist) the seed
+  # repeats. The lists are written from the table as it stands, to a scratch table (the
+  # shipped one is rewritten only at the end).
+  {
+    run random23-0 seed=230 space.max_layers=23 agent.batch_size=16 'agent.epsilon_schedule=[[1.0,63]]'
+    # random23-0 and qlearning23-0 together hold ~1,470 distinct blocks: 80 more for the 1,500
+    run random23-1 seed=232 space.max_layers=23 agent.batch_size=16 'agent.epsilon_schedule=[[1.0,5]]'
+  } &
   run qlearning23-0 agent=qlearning seed=231 space.max_layers=23 agent.batch_size=16 \
     'agent.epsilon_schedule=[[1.0,10],[0.7,6],[0.4,6],[0.1,10]]'
-  wait
-  python bench/bench_table.py --noise-blocks bench/collect/noise23_blocks.json \
-    --noise-run random23-0 --top-blocks bench/collect/top50_blocks.json
+  if [ ! -s bench/collect/noise23_blocks.json ] || [ ! -s bench/collect/top50_blocks.json ]; then
+    python bench/bench_table.py --out "$(mktemp -d)/scratch.csv.gz" \
+      --noise-blocks bench/collect/noise23_blocks.json --noise-run random23-0 \
+      --top-blocks bench/collect/top50_blocks.json
+  fi
   for s in 1 2; do
     run "noise23-$s" agent=replay agent.params.path=bench/collect/noise23_blocks.json seed=$s \
       space.max_layers=23 search.max_episodes=50 'agent.epsilon_schedule=[[1.0,7]]'
     run "top50-$s" agent=replay agent.params.path=bench/collect/top50_blocks.json seed=$s \
       space.max_layers=23 search.max_episodes=50 'agent.epsilon_schedule=[[1.0,7]]'
   done
+  wait
   python bench/bench_table.py
   exit 0
 fi

@@ -129,32 +129,64 @@ def evaluating():
     return out
 
 
-def search_killed_after(results: int, argv: list[str], kind: str = "finish") -> None:
+def search_killed_after(
+    results: int, argv: list[str], kind: str = "finish", commit_every: int | None = None
+) -> None:
     """Run ``search.py argv`` in this process and SIGKILL it right after it has recorded its
     ``results``-th result (counted from this process's start; ``kind``: ``finish`` counts
     episodes, ``finish_reevaluation`` re-evaluations): the kill lands at a chosen point of a
-    search, between a result's write and its group commit, whatever the machine's speed. Run as
+    search, between a result's write and its group commit, whatever the machine's speed.
+    ``commit_every``: the loop's group commits come every that many results (episodes and
+    re-evaluations) instead of once a second, so what a kill loses is the same on any machine
+    (an instant search of a thousand episodes can finish inside its first second). Run as
     ``python -c "from tests.faults import search_killed_after; ..."`` from the repo root."""
     import runpy
     import sys
 
+    from blockqnn.search.loop import Search
     from blockqnn.search.store import SearchStore
 
-    record, seen = getattr(SearchStore, kind), [0]
+    seen, since = [0], [0]  # results of `kind` recorded; results since the last commit
 
-    def record_then_maybe_die(self, *args, **kwargs):
-        record(self, *args, **kwargs)
-        seen[0] += 1
-        if seen[0] >= results:
-            os.kill(os.getpid(), signal.SIGKILL)
+    def counted(name):
+        record = getattr(SearchStore, name)
 
-    setattr(SearchStore, kind, record_then_maybe_die)
+        def record_then_maybe_die(self, *args, **kwargs):
+            record(self, *args, **kwargs)
+            since[0] += 1
+            if name == kind:
+                seen[0] += 1
+                if seen[0] >= results:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        setattr(SearchStore, name, record_then_maybe_die)
+
+    for name in {"finish", "finish_reevaluation", kind}:
+        counted(name)
+    if commit_every is not None:
+        commit = Search._commit
+
+        def commit_and_count(self):
+            commit(self)
+            since[0] = 0
+
+        def maybe_commit(self):
+            if self.store.uncommitted and since[0] >= commit_every:
+                self._commit()
+
+        Search._commit, Search._maybe_commit = commit_and_count, maybe_commit
     root = Path(__file__).resolve().parents[1]
     sys.argv = [str(root / "search.py"), *argv]
     runpy.run_path(str(root / "search.py"), run_name="__main__")
 
 
-def killed_search(results: int, argv: list[str], kind: str = "finish", timeout: float = 600):
+def killed_search(
+    results: int,
+    argv: list[str],
+    kind: str = "finish",
+    commit_every: int | None = None,
+    timeout: float = 600,
+):
     """``search_killed_after`` in a subprocess (from the repo root); returns the finished
     process, whose return code is -SIGKILL when the kill came."""
     import subprocess
@@ -162,7 +194,7 @@ def killed_search(results: int, argv: list[str], kind: str = "finish", timeout: 
 
     code = (
         "from tests.faults import search_killed_after; "
-        f"search_killed_after({results}, {argv!r}, {kind!r})"
+        f"search_killed_after({results}, {argv!r}, {kind!r}, {commit_every!r})"
     )
     root = Path(__file__).resolve().parents[1]
     return subprocess.run(

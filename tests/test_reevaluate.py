@@ -118,7 +118,7 @@ def test_search_with_reevaluation_resumes_exactly_after_sigkill(tmp_path):
         if after is None:
             after = max(1, (total[table] - _count(run, table)) // 2)
         kind = "finish" if table == "episodes" else "finish_reevaluation"
-        proc = killed_search(after, _cmd(run, *extra)[2:], kind)
+        proc = killed_search(after, _cmd(run, *extra)[2:], kind, commit_every=5)
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert 0 < _count(run, "reevaluations") < total["reevaluations"]
     done = subprocess.run(_cmd(run, *extra), capture_output=True, text=True, timeout=600, cwd=ROOT)
