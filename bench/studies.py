@@ -8,8 +8,9 @@ Studies (``--only`` picks some):
 * ``strategies``: Q-learning against random search, regularized evolution and TPE at 80, 496,
   2,000 episodes (the bench proxy's 10-layer space, schedules a user would pick for those
   budgets) and at the paper's 11,392 (``experiment=paper``: 23 layers, 178 x 64, the paper's
-  Q-learning constants). TPE runs 5 seeds at 2,000 and is left out at 11,392: Optuna's TPE
-  costs time linear in its trials per ask, about 50 minutes per search of 11,392 here.
+  Q-learning constants; there also Q-learning with this project's constants and with type-first
+  exploration). TPE runs 5 seeds at 2,000 and is left out at 11,392: Optuna's TPE costs time
+  linear in its trials per ask, about 50 minutes per search of 11,392 here.
 * ``ablation``: what the paper leaves open (learning rate, q_init, reward shaping, replay size
   and drawing, how exploration draws a random action), at 80 (the default search's budget),
   496 and 2,000 episodes.
@@ -20,7 +21,10 @@ Studies (``--only`` picks some):
   for real on the bench proxy), run as they are; their JSON lines go to
   ``bench/results/surrogate_quality.json`` and ``surrogate_reality.json``.
 
-Per study and group: best reward, top-10 mean (distinct blocks), mean reward of the first and
+Per search, scored as the field scores (noise-free surrogate values): the returned block, the
+oracle, the regret, and the incumbent (the block it would return if stopped there) against
+episodes and against unique trainings, so groups also compare at the unique trainings every
+search of the study reached ("equal trainings", MetaQNN's budget). Per study and group: best reward, top-10 mean (distinct blocks), mean reward of the first and
 last epsilon stage, each as mean +- 95% half-width over seeds; a paired Wilcoxon signed-rank
 test against the reference group (seeds pair: seed s gives every search the same surrogate
 noise); figures of best-so-far and top-10 mean against episodes with 95% bands, and of the
@@ -41,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per worker process
@@ -50,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import ROOT, compose_search  # noqa: E402
 
 from blockqnn.compare import mean_ci, paired_p, summarize  # noqa: E402
+from blockqnn.result import is_measured  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "studies"
 GRID = 60  # points of the curves
@@ -71,6 +77,16 @@ STRATEGIES = {
     "random": ["agent=random"],
     "evolution": ["agent=evolution"],
     "tpe": ["agent=tpe"],
+}
+# At the paper's scale, also Q-learning with this project's short-search constants and the
+# variant inside the paper's method that the smaller budgets pointed to (type-first
+# exploration: the largest stage gain and the best oracle at 80 and 496 episodes).
+PAPER_VARIANTS = {
+    "qlearning, ours (lr 0.1, q_init 1.0)": [
+        "agent.params.learning_rate=0.1",
+        "agent.params.q_init=1.0",
+    ],
+    "qlearning + type_first": ["agent.params.explore=type_first"],
 }
 # An agent group resets the schedule and batch to its own: keep the budget's.
 KEEP = ("agent.epsilon_schedule", "agent.batch_size")
@@ -106,7 +122,8 @@ def tasks(only: list[str], seeds: int) -> list[dict]:
     out = []
     if "strategies" in only:
         for budget, common in BUDGETS.items():
-            for name, extra in STRATEGIES.items():
+            groups = {**STRATEGIES, **(PAPER_VARIANTS if budget == 11392 else {})}
+            for name, extra in groups.items():
                 if budget == 11392 and name == "tpe":
                     continue
                 keep = [o for o in common if o.startswith(KEEP)]
@@ -197,6 +214,7 @@ def run_one(task: dict) -> dict:
         "overrides": task["overrides"],
         **summarize(rows, GRID),
         **true_scores(evaluator, rows, reevals, best, topk),
+        **incumbents(evaluator, rows),
         "wall_s": round(time.perf_counter() - t, 1),
     }
 
@@ -227,6 +245,44 @@ def true_scores(
     }
 
 
+def incumbents(evaluator, rows: list[dict]) -> dict:
+    """The block the search would return if stopped after each of its trainings (the best
+    observed reward so far, before any re-evaluation) at its noise-free reward, as change
+    points ``[episodes, unique trainings, true reward]``: a search scored at any number of
+    episodes or of unique trainings (MetaQNN's budget), so strategies that re-sample known
+    blocks (dedupe: no training) and those that do not compare at equal cost."""
+    changes, best, trainings = [], None, 0
+    for e in sorted(rows, key=lambda e: e["id"]):
+        if e["reused"] or e["predicted"]:
+            continue
+        trainings += 1
+        if is_measured(e) and (best is None or e["reward"] > best):
+            best = e["reward"]
+            changes.append((e["id"] + 1, trainings, json.loads(e["nsc"])))
+    true = evaluator.true_rewards([c[2] for c in changes]) if changes else []
+    return {
+        "incumbent_changes": [[ep, n, round(r, 6)] for (ep, n, _), (r, _) in zip(changes, true)],
+        "episode_trainings": trainings,
+    }
+
+
+def incumbent_at(changes: list[list], axis: int, x: float) -> float:
+    """The incumbent's true reward once ``x`` episodes (axis 0) or unique trainings (axis 1) are
+    spent (nan before the first measured block)."""
+    value = float("nan")
+    for c in changes:
+        if c[axis] > x:
+            break
+        value = c[2]
+    return value
+
+
+def equal_trainings(runs: list[dict]) -> int | None:
+    """The unique trainings every search of a study reached (the smallest budget among them)."""
+    ns = [r["episode_trainings"] for r in runs if "incumbent_changes" in r]
+    return min(ns) if ns and len(ns) == len(runs) else None
+
+
 def aggregate(runs: list[dict], reference: str) -> dict:
     groups: dict[str, list[dict]] = {}
     for r in sorted(runs, key=lambda r: r["seed"]):
@@ -255,6 +311,13 @@ def aggregate(runs: list[dict], reference: str) -> dict:
             g["returned_within_0.01_of_oracle"] = sum(
                 r["oracle_true"] - r["returned_true"] <= 0.01 for r in rs
             )
+        if (n_equal := equal_trainings(runs)) is not None:
+            for r in rs:
+                r["incumbent_at_equal_trainings"] = incumbent_at(r["incumbent_changes"], 1, n_equal)
+            g["equal_trainings"] = n_equal
+            g["incumbent_at_equal_trainings"] = [
+                round(v, 4) for v in mean_ci([r["incumbent_at_equal_trainings"] for r in rs])
+            ]
         g["last_minus_first"] = [round(v, 4) for v in mean_ci([r["last"] - r["first"] for r in rs])]
         g["trained"] = [round(v, 1) for v in mean_ci([r["trained"] for r in rs])]
         g["seeds"] = len(rs)
@@ -264,7 +327,7 @@ def aggregate(runs: list[dict], reference: str) -> dict:
         }
         g["wall_s_mean"] = round(float(np.mean([r["wall_s"] for r in rs])), 1)
         if name != reference and ref:
-            for k in ("best", "top10", "returned_true"):
+            for k in ("best", "top10", "returned_true", "incumbent_at_equal_trainings"):
                 pairs = [
                     (ref[r["seed"]][k], r[k])
                     for r in rs
@@ -286,25 +349,64 @@ def figure(study: str, runs: list[dict], path: Path) -> None:
     groups: dict[str, list[dict]] = {}
     for r in runs:
         groups.setdefault(r["group"], []).append(r)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, grid = plt.subplots(2, 3, figsize=(16, 9))
+    axes = grid.ravel()
+    scored = all("incumbent_changes" in r for r in runs)
+    top = max((r["episode_trainings"] for r in runs), default=1) if scored else 1
+
+    def band(ax, x, ys, label):
+        ys = np.array(ys, dtype=float)
+        with warnings.catch_warnings():  # a column where no search has a value yet
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m = np.nanmean(ys, 0)
+        h = np.array(
+            [mean_ci(col[~np.isnan(col)])[1] if (~np.isnan(col)).sum() > 1 else 0.0 for col in ys.T]
+        )
+        ax.plot(x, m, label=label)
+        ax.fill_between(x, m - h, m + h, alpha=0.2)
+
     for name, rs in sorted(groups.items()):
         x = rs[0]["points"]
         for ax, key in zip(axes[:2], ("best_curve", "top10_curve")):
-            ys = np.array([r[key] for r in rs if len(r[key]) == len(x)])
-            m = ys.mean(0)
-            h = np.array([mean_ci(col)[1] for col in ys.T]) if len(ys) > 1 else np.zeros_like(m)
-            ax.plot(x, m, label=f"{name} ({len(ys)})")
-            ax.fill_between(x, m - h, m + h, alpha=0.2)
+            ys = [r[key] for r in rs if len(r[key]) == len(x)]
+            band(ax, x, ys, f"{name} ({len(ys)})")
+        if scored:
+            band(
+                axes[3],
+                x,
+                [[incumbent_at(r["incumbent_changes"], 0, p) for p in x] for r in rs],
+                name,
+            )
+            xt = np.linspace(1, top, GRID)
+            # a search that stopped training (its budget spent) keeps no value beyond its trainings
+            band(
+                axes[4],
+                xt,
+                [
+                    [
+                        incumbent_at(r["incumbent_changes"], 1, t)
+                        if t <= r["episode_trainings"]
+                        else float("nan")
+                        for t in xt
+                    ]
+                    for r in rs
+                ],
+                name,
+            )
         stages = list(rs[0]["stages"])
         means = [np.mean([r["stages"][e] for r in rs if e in r["stages"]]) for e in stages]
         axes[2].plot([float(e) for e in stages], means, marker="o", label=name)
-    axes[0].set_title("best reward so far (mean, 95% band)")
+    axes[0].set_title("best observed reward so far (optimistic; mean, 95% band)")
     axes[1].set_title("top-10 mean, distinct blocks (mean, 95% band)")
     axes[2].set_title("mean reward per epsilon stage")
-    for ax in axes[:2]:
+    axes[3].set_title("incumbent's true reward (noise-free) vs episodes")
+    axes[4].set_title("incumbent's true reward (noise-free) vs unique trainings")
+    for ax in (axes[0], axes[1], axes[3]):
         ax.set_xlabel("episode")
+    axes[4].set_xlabel("unique trainings")
     axes[2].set_xlabel("epsilon")
     axes[2].invert_xaxis()
+    axes[5].axis("off")
     axes[0].legend(fontsize=8)
     fig.suptitle(study.replace("_", " "))
     fig.tight_layout()
@@ -335,9 +437,9 @@ def markdown() -> str:
             out.append(
                 f"| group | returned block, true reward | regret | within 0.01 of its oracle | oracle (best "
                 f"trained, true) | top-10 true mean | unique trainings | last - first stage | observed best "
-                f"(optimistic) | p returned vs {ref} |"
+                f"(optimistic) | p returned vs {ref} | incumbent at equal trainings (true) | p vs {ref} |"
             )
-            out.append("|---|---|---|---|---|---|---|---|---|---|")
+            out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         else:
             out.append(
                 f"| group | best reward | top-10 mean | last - first stage | trained | p best vs {ref} | "
@@ -351,7 +453,13 @@ def markdown() -> str:
                 out.append(
                     f"| {g} | {f('returned_true')} | {f('regret')} | {v['returned_within_0.01_of_oracle']} of "
                     f"{v['seeds']} | {f('oracle_true')} | {f('top10_true')} | {v['unique_trainings'][0]:.0f} | "
-                    f"{lmf} | {f('best')} | {v.get(f'p_returned_true_vs_{ref}', '')} |"
+                    f"{lmf} | {f('best')} | {v.get(f'p_returned_true_vs_{ref}', '')} | "
+                    + (
+                        f"{f('incumbent_at_equal_trainings')} at {v['equal_trainings']} | "
+                        f"{v.get(f'p_incumbent_at_equal_trainings_vs_{ref}', '')} |"
+                        if "equal_trainings" in v
+                        else " | |"
+                    )
                 )
             else:
                 out.append(
