@@ -24,7 +24,8 @@ Studies (``--only`` picks some):
 Per search, scored as the field scores (noise-free surrogate values): the returned block, the
 oracle, the regret, and the incumbent (the block it would return if stopped there) against
 episodes and against unique trainings, so groups also compare at the unique trainings every
-search of the study reached ("equal trainings", MetaQNN's budget). Per study and group: best reward, top-10 mean (distinct blocks), mean reward of the first and
+search of the study reached ("equal trainings", MetaQNN's budget). Per study and group: best
+reward, top-10 mean (distinct blocks), mean reward of the first and
 last epsilon stage, each as mean +- 95% half-width over seeds; a paired Wilcoxon signed-rank
 test against the reference group (seeds pair: seed s gives every search the same surrogate
 noise); figures of best-so-far and top-10 mean against episodes with 95% bands, and of the
