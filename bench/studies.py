@@ -328,6 +328,28 @@ def aggregate(runs: list[dict], reference: str) -> dict:
         }
         g["wall_s_mean"] = round(float(np.mean([r["wall_s"] for r in rs])), 1)
         if name != reference and ref:
+            # Pairwise equal trainings: each seed's pair at the fewer of its two searches'
+            # trainings (the study-wide minimum can fall inside the first, epsilon = 1 stage,
+            # where every uniform-exploring Q-learning agent is a random search).
+            pairs = [
+                (r, ref[r["seed"]])
+                for r in rs
+                if r["seed"] in ref
+                and "incumbent_changes" in r
+                and "incumbent_changes" in ref[r["seed"]]
+            ]
+            if pairs:
+                ns = [min(a["episode_trainings"], b["episode_trainings"]) for a, b in pairs]
+                mine = [incumbent_at(a["incumbent_changes"], 1, n) for (a, _), n in zip(pairs, ns)]
+                theirs = [
+                    incumbent_at(b["incumbent_changes"], 1, n) for (_, b), n in zip(pairs, ns)
+                ]
+                g["pairwise_trainings"] = round(float(np.mean(ns)))
+                g[f"pairwise_minus_{reference}"] = [
+                    round(v, 4) for v in mean_ci([a - b for a, b in zip(mine, theirs)])
+                ]
+                if len(pairs) >= 5:
+                    g[f"p_pairwise_vs_{reference}"] = round(paired_p(theirs, mine), 4)
             for k in ("best", "top10", "returned_true", "incumbent_at_equal_trainings"):
                 pairs = [
                     (ref[r["seed"]][k], r[k])
