@@ -460,9 +460,10 @@ def markdown() -> str:
             out.append(
                 f"| group | returned block, true reward | regret | within 0.01 of its oracle | oracle (best "
                 f"trained, true) | top-10 true mean | unique trainings | last - first stage | observed best "
-                f"(optimistic) | p returned vs {ref} | incumbent at equal trainings (true) | p vs {ref} |"
+                f"(optimistic) | p returned vs {ref} | incumbent at equal trainings (true) | p vs {ref} | "
+                f"pairwise equal trainings: minus {ref} (p) |"
             )
-            out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+            out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         else:
             out.append(
                 f"| group | best reward | top-10 mean | last - first stage | trained | p best vs {ref} | "
@@ -482,6 +483,12 @@ def markdown() -> str:
                         f"{v.get(f'p_incumbent_at_equal_trainings_vs_{ref}', '')} |"
                         if "equal_trainings" in v
                         else " | |"
+                    )
+                    + (
+                        f" {f(f'pairwise_minus_{ref}')} at {v['pairwise_trainings']} "
+                        f"({v.get(f'p_pairwise_vs_{ref}', '')}) |"
+                        if f"pairwise_minus_{ref}" in v
+                        else " |"
                     )
                 )
             else:
