@@ -209,12 +209,9 @@ def _wait_rows(run, n, proc, limit=180):
     return False
 
 
-@pytest.mark.slow
-def test_a_ray_cluster_loses_a_worker_node_mid_search(tmp_path, cluster, reference):
-    worker = cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    run = tmp_path / "run"
-    cmd = [
+def _ray_search(run, cluster, *extra):
+    """search.py on the test cluster: 8 slowed faulty-evaluator episodes in two iterations."""
+    return [
         sys.executable,
         str(ROOT / "search.py"),
         *FAULTY,
@@ -224,8 +221,16 @@ def test_a_ray_cluster_loses_a_worker_node_mid_search(tmp_path, cluster, referen
         f"executor.address={cluster.address}",
         "search.max_episodes=8",
         "agent.epsilon_schedule=[[1.0,1],[0.5,1]]",
-        f"+evaluator.log={tmp_path / 'attempts'}",
+        *extra,
     ]
+
+
+@pytest.mark.slow
+def test_a_ray_cluster_loses_a_worker_node_mid_search(tmp_path, cluster, reference):
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    run = tmp_path / "run"
+    cmd = _ray_search(run, cluster, f"+evaluator.log={tmp_path / 'attempts'}")
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT
     )
@@ -265,17 +270,7 @@ def test_a_ray_cluster_loses_a_worker_node_mid_search(tmp_path, cluster, referen
 @pytest.mark.slow
 def test_a_master_killed_with_ray_tasks_in_flight_leaves_none_behind(tmp_path, cluster, reference):
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        str(ROOT / "search.py"),
-        *FAULTY,
-        f"hydra.run.dir={run}",
-        "+evaluator.sleep_s=1.0",
-        "executor=ray",
-        f"executor.address={cluster.address}",
-        "search.max_episodes=8",
-        "agent.epsilon_schedule=[[1.0,1],[0.5,1]]",
-    ]
+    cmd = _ray_search(run, cluster)
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT
     )
