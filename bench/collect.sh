@@ -46,11 +46,11 @@ if [ "${1:-}" = "23" ]; then
   # shipped one is rewritten only at the end).
   {
     run random23-0 seed=230 space.max_layers=23 agent.batch_size=16 'agent.epsilon_schedule=[[1.0,63]]'
-    # random23-0 and qlearning23-0 together hold ~1,470 distinct blocks: 80 more for the 1,500
-    run random23-1 seed=232 space.max_layers=23 agent.batch_size=16 'agent.epsilon_schedule=[[1.0,5]]'
   } &
   run qlearning23-0 agent=qlearning seed=231 space.max_layers=23 agent.batch_size=16 \
     'agent.epsilon_schedule=[[1.0,10],[0.7,6],[0.4,6],[0.1,10]]'
+  # random23-0 and qlearning23-0 together hold ~1,470 distinct blocks: 80 more for the 1,500
+  run random23-1 seed=232 space.max_layers=23 agent.batch_size=16 'agent.epsilon_schedule=[[1.0,5]]'
   if [ ! -s bench/collect/noise23_blocks.json ] || [ ! -s bench/collect/top50_blocks.json ]; then
     python bench/bench_table.py --out "$(mktemp -d)/scratch.csv.gz" \
       --noise-blocks bench/collect/noise23_blocks.json --noise-run random23-0 \

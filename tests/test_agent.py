@@ -295,3 +295,58 @@ def test_qlearning_replays_with_or_without_replacement(replacement):
     b = QLearningAgent(max_layers=6, seed=9)
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     assert b.replay_replacement == replacement
+
+
+def test_count_bonus_steers_greedy_steps_to_less_tried_actions():
+    """Paper constants (lr 0.01, q_init 0.5): one result lifts its first action's Q above
+    q_init (to about 0.65: 64 replays toward the shaped target 0.8 / 3 + 0.55), so the plain
+    greedy step always repeats it; with the count bonus c = 1 an untried action (q_init + c =
+    1.5) beats the tried one (Q + c / sqrt(2), about 1.36), and the counts are the told
+    results'."""
+    block = Block.parse([[1, 1, 3, 0, 0], [2, 1, 3, 1, 0]])
+    first = block.layers[0]
+
+    def after_one(bonus: float) -> QLearningAgent:
+        agent = QLearningAgent(
+            max_layers=4, seed=0, learning_rate=0.01, q_init=0.5, count_bonus=bonus
+        )
+        agent.tell(block, 0.8)
+        return agent
+
+    plain = after_one(0.0)
+    assert plain.q_value(START, tuple(first)) > 0.5
+    assert {plain.ask(0.0).layers[0] for _ in range(30)} == {first}
+    bonus = after_one(1.0)
+    firsts = collections.Counter(bonus.ask(0.0).layers[0] for _ in range(200))
+    assert first not in firsts and len(firsts) > 3  # untried actions, ties drawn at random
+    assert bonus._visits[START] == {tuple(first): 1}
+    # a tried action with a high enough Q still wins over the bonus of untried ones
+    for _ in range(3):
+        bonus.tell(block, 0.8)
+    rich = QLearningAgent(max_layers=4, seed=0, learning_rate=0.5, q_init=0.5, count_bonus=1.0)
+    rich.tell(block, 5.0)
+    assert {rich.ask(0.0).layers[0] for _ in range(20)} == {first}
+    assert bonus._visits[START] == {tuple(first): 4}
+
+
+def test_count_bonus_survives_state_round_trips_and_incremental_restores():
+    def searched() -> tuple[QLearningAgent, dict]:
+        rng = random.Random(0)
+        a = QLearningAgent(max_layers=8, seed=3, learning_rate=0.01, q_init=0.5, count_bonus=0.1)
+        saved: dict = {}
+        for _ in range(30):
+            b = a.ask(0.3)
+            save_checkpoint(saved, a.checkpoint())
+            a.tell(b, rng.random())
+            save_checkpoint(saved, a.checkpoint())
+        return a, saved
+
+    a, saved = searched()
+    full = QLearningAgent(max_layers=8, seed=99)
+    full.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    part = QLearningAgent(max_layers=8, seed=99)
+    part.restore(saved["state"], saved.get("parts", {}))
+    for other in (full, part):
+        assert other.count_bonus == 0.1 and other._visits == a._visits
+    assert_same_continuation(a, full, random.Random(1))
+    assert_same_continuation(searched()[0], part, random.Random(1))

@@ -20,6 +20,7 @@ from tests.conftest import compose_search
         ("agent.params.discount=-0.1", "agent.params.discount=-0.1 must be in [0, 1]"),
         ("agent.params.replay_size=0", "agent.params.replay_size=0 must be >= 1"),
         ("agent.params.q_init=nan", "agent.params.q_init=nan must be a number"),
+        ("agent.params.count_bonus=-0.1", "agent.params.count_bonus=-0.1 must be >= 0"),
         ("agent=evolution agent.params.population=0", "agent.params.population=0 must be >= 1"),
         (
             "agent=evolution agent.params.sample=30",

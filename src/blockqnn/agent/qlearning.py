@@ -10,6 +10,13 @@ back to its first, with
 where r_t = r_T / T at intermediate steps (reward shaping), r_T at the last, and the max term
 is 0 at the terminal step. Unvisited pairs hold ``q_init``; argmax ties are broken at random.
 
+Count bonus (``count_bonus`` = c > 0, a variant beyond the paper, off by default): a greedy step
+picks the argmax of Q(s, a) + c / sqrt(1 + N(s, a)), where N(s, a) is the number of results
+told whose block took action a in state s (UCB-style exploration inside the greedy policy: at
+the paper's lr 0.01 and q_init 0.5, Q grows with the number of replays an action gets, so
+without a bonus the greedy policy keeps to the actions it tried first). The counts are a
+function of the replay memory, so they are rebuilt from it on restore.
+
 Saving. The replays after the n-th result draw from their own generator, seeded by the agent's
 seed and n, so the Q table is a function of the replay memory alone: the n-th table is the
 (n-1)-th plus the n-th result's replays. A checkpoint therefore carries the memory appended
@@ -24,6 +31,7 @@ resume replays a few seconds at most.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from bisect import insort
@@ -74,6 +82,7 @@ class QLearningAgent(Agent):
         reward_shaping: bool = True,
         explore: str = "uniform",
         replay_replacement: bool = True,
+        count_bonus: float = 0.0,
     ):
         super().__init__(max_layers, seed)
 
@@ -84,6 +93,7 @@ class QLearningAgent(Agent):
             ("discount", discount, 0.0, 1.0, True),
             ("q_init", q_init, None, None, True),
             ("replay_size", replay_size, 1, None, True),
+            ("count_bonus", count_bonus, 0.0, None, True),
         )
         for name, value, low, high, low_ok in checks:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
@@ -95,6 +105,7 @@ class QLearningAgent(Agent):
                     "learning_rate": "in (0, 1]",
                     "discount": "in [0, 1]",
                     "replay_size": ">= 1",
+                    "count_bonus": ">= 0",
                 }[name]
                 raise ConfigError(f"agent.params.{name}={value} must be {bounds}")
         if replay_size != int(replay_size):
@@ -106,6 +117,8 @@ class QLearningAgent(Agent):
         self.replay_size = int(replay_size)
         self.reward_shaping = bool(reward_shaping)
         self.replay_replacement = bool(replay_replacement)
+        self.count_bonus = float(count_bonus)
+        self._visits: dict[tuple, dict[tuple, int]] = {}  # N(s, a): results told that took a in s
         # Q[state][action] for visited pairs only; all others hold q_init.
         self.q: dict[tuple, dict[tuple, float]] = {}
         self._row_max: dict[tuple, float] = {}  # max of each visited row, kept on update
@@ -141,6 +154,28 @@ class QLearningAgent(Agent):
                 ties = self._ties[state] = sorted(a for a, v in row.items() if v == best)
         return ties[self.rng.randrange(len(ties))]
 
+    def _greedy_bonus(self, state: tuple, actions: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+        """The greedy step with the count bonus: argmax of Q + c / sqrt(1 + N), ties at random
+        (in a fixed order, so a restored agent draws the same action)."""
+        row = self.q.get(state, {})
+        visits = self._visits.get(state, {})
+        c, q0 = self.count_bonus, self.q_init
+        known = set(row).union(visits)
+        best, ties = -math.inf, []
+        for a in known:
+            v = row.get(a, q0) + c / math.sqrt(1 + visits.get(a, 0))
+            if v > best:
+                best, ties = v, [a]
+            elif v == best:
+                ties.append(a)
+        if len(known) < len(actions):  # untried, unreplayed actions: q_init + c
+            fresh = q0 + c
+            if fresh >= best:
+                others = [a for a in actions if a not in known]
+                ties = others if fresh > best else ties + others
+        ties.sort()
+        return ties[self.rng.randrange(len(ties))]
+
     def _random_action(self, actions: tuple, index: int) -> tuple[int, ...]:
         """An exploration step: uniform over the legal actions (the paper's reading), or
         ``type_first``: the layer type uniform over the legal types, then its kernel and inputs
@@ -159,6 +194,8 @@ class QLearningAgent(Agent):
             actions = actions_at(len(body) + 1, self.max_layers)
             if self.rng.random() < epsilon:
                 action = self._random_action(actions, len(body) + 1)
+            elif self.count_bonus:
+                action = self._greedy_bonus(state, actions)
             else:
                 action = self._greedy(state, actions)
             if action[1] == LayerType.TERMINAL:
@@ -212,10 +249,22 @@ class QLearningAgent(Agent):
         trajectory = tuple(tuple(int(v) for v in layer) for layer in block.layers)
         self.memory.append((trajectory, float(reward)))
         self._replays.append((self._steps(trajectory), float(reward)))
+        self._add_visits(trajectory)
         self.told += 1
         start = time.perf_counter()
         self._learn(self.told)
         self._replay_s += time.perf_counter() - start
+
+    def _add_visits(self, trajectory: tuple[tuple[int, ...], ...]) -> None:
+        """N(s, a) += 1 for every step of a told block."""
+        for state, action in zip((START,) + trajectory[:-1], trajectory):
+            row = self._visits.setdefault(state, {})
+            row[action] = row.get(action, 0) + 1
+
+    def _recount(self) -> None:
+        self._visits = {}
+        for trajectory, _ in self.memory:
+            self._add_visits(trajectory)
 
     def _learn(self, n: int) -> None:
         """The replays after the n-th result: ``replay_size`` of the first n memory entries,
@@ -273,6 +322,7 @@ class QLearningAgent(Agent):
         self._ties = {}
         self.memory = [(tuple(tuple(la) for la in traj), r) for traj, r in state["memory"]]
         self._replays = [(self._steps(traj), r) for traj, r in self.memory]
+        self._recount()
         # Nothing of a full state is in a store's parts yet: the next checkpoint writes it all.
         self._saved_memory, self._snapshot_told, self._replay_s = 0, None, 0.0
 
@@ -288,6 +338,7 @@ class QLearningAgent(Agent):
                 self.reward_shaping,
                 self.explore,
                 self.replay_replacement,
+                self.count_bonus,
             ],
         }
 
@@ -302,6 +353,7 @@ class QLearningAgent(Agent):
         )
         self.explore = rest[0] if rest else "uniform"
         self.replay_replacement = rest[1] if len(rest) > 1 else True
+        self.count_bonus = rest[2] if len(rest) > 2 else 0.0
 
     # Saving: the memory appended since the last checkpoint, and now and then a snapshot of the
     # table (see the module's docstring); restore replays the results after the snapshot.
@@ -354,6 +406,7 @@ class QLearningAgent(Agent):
             (tuple(tuple(la) for la in memory[str(i)][0]), memory[str(i)][1]) for i in range(n)
         ]
         self._replays = [(self._steps(traj), r) for traj, r in self.memory]
+        self._recount()
         self._saved_memory = n
         self.q = {}
         snapshot_told = state.get("snapshot_told")
