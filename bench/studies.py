@@ -85,7 +85,7 @@ STRATEGIES = {
 # The count bonus (agent.params.count_bonus, a variant beyond the paper) is chosen by the
 # ``bonus`` study: the paper's Q-learning with c in BONUS_TUNE on BONUS_SEEDS, seeds the
 # strategies study never uses, so the strategies study scores the chosen c on untuned seeds.
-BONUS_TUNE = (0.0, 0.03, 0.1, 0.3)
+BONUS_TUNE = (0.0, 0.01, 0.03, 0.1)
 BONUS_SEEDS = range(100, 103)
 BONUS_C = 0.1
 # At the paper's scale, also Q-learning with this project's short-search constants and the

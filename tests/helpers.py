@@ -1,10 +1,31 @@
 """Helpers shared by several test modules (tests import this, never each other)."""
 
 import json
+import sqlite3
+import sys
+from pathlib import Path
 
 from hypothesis import strategies as st
 
 from blockqnn.space.nsc import Block, LayerType, legal_actions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def search_argv(run_dir, *extra) -> list[str]:
+    """``python search.py hydra.run.dir=<run_dir> <extra>``, as a user runs it."""
+    return [sys.executable, str(ROOT / "search.py"), f"hydra.run.dir={run_dir}", *extra]
+
+
+def finished(run_dir, table: str = "episodes", where: str = "status != 'running'") -> int:
+    """Rows of a (possibly live, possibly absent) run's store that are done; 0 if unreadable."""
+    try:
+        con = sqlite3.connect(f"file:{Path(run_dir) / 'search.db'}?mode=ro", uri=True)
+        n = con.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
+        con.close()
+        return n
+    except sqlite3.Error:
+        return 0
 
 
 @st.composite

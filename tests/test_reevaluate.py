@@ -5,7 +5,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 
 import pytest
 
@@ -13,6 +12,7 @@ from blockqnn.search.loop import Search
 from blockqnn.search.store import SearchStore
 from tests.conftest import ROOT, compose_search, fingerprint_of
 from tests.faults import killed_search
+from tests.helpers import finished, search_argv
 
 SURR = [
     "evaluator=surrogate",
@@ -80,20 +80,6 @@ def test_without_reevaluation_nothing_is_trained_again(tmp_path):
     assert json.loads((tmp_path / "best_block.json").read_text())["evaluations"] == 1
 
 
-def _cmd(run_dir, *extra):
-    return [sys.executable, str(ROOT / "search.py"), f"hydra.run.dir={run_dir}", *extra]
-
-
-def _count(run_dir, table, where="status != 'running'"):
-    try:
-        con = sqlite3.connect(f"file:{run_dir / 'search.db'}?mode=ro", uri=True)
-        n = con.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
-        con.close()
-        return n
-    except sqlite3.Error:
-        return 0
-
-
 def test_search_with_reevaluation_resumes_exactly_after_sigkill(tmp_path):
     """Killed while re-evaluating (each iteration and at the end), the resumed search ends with
     the episodes and the re-evaluations of a search that never stopped, each recorded once."""
@@ -111,17 +97,19 @@ def test_search_with_reevaluation_resumes_exactly_after_sigkill(tmp_path):
     ref = tmp_path / "ref"
     Search(compose_search(*extra), ref).run()  # the undisturbed search, in this process
     run = tmp_path / "killed"
-    total = {t: _count(ref, t) for t in ("episodes", "reevaluations")}
+    total = {t: finished(ref, t) for t in ("episodes", "reevaluations")}
     # Killed while re-evaluating in the first iterations, mid-search, then halfway through the
     # re-evaluations left (a resumed process records at least what is not yet committed).
     for table, after in (("reevaluations", 2), ("episodes", 30), ("reevaluations", None)):
         if after is None:
-            after = max(1, (total[table] - _count(run, table)) // 2)
+            after = max(1, (total[table] - finished(run, table)) // 2)
         kind = "finish" if table == "episodes" else "finish_reevaluation"
-        proc = killed_search(after, _cmd(run, *extra)[2:], kind, commit_every=5)
+        proc = killed_search(after, search_argv(run, *extra)[2:], kind, commit_every=5)
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert 0 < _count(run, "reevaluations") < total["reevaluations"]
-    done = subprocess.run(_cmd(run, *extra), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert 0 < finished(run, "reevaluations") < total["reevaluations"]
+    done = subprocess.run(
+        search_argv(run, *extra), capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     cols = ("id", "nsc", "status", "reward")
     assert [tuple(e[c] for c in cols) for e in _rows(run, "episodes")] == [

@@ -9,7 +9,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import psutil
@@ -17,6 +16,7 @@ import pytest
 
 from blockqnn.search.loop import Search
 from tests.conftest import ROOT, FakeEvaluator, compose_search
+from tests.helpers import finished, search_argv
 
 SLOW_SURROGATE = [
     "evaluator=surrogate",
@@ -27,20 +27,6 @@ SLOW_SURROGATE = [
     "agent.batch_size=4",
     "search.reevaluate.top=0",
 ]
-
-
-def _cmd(run_dir, *extra):
-    return [sys.executable, str(ROOT / "search.py"), f"hydra.run.dir={run_dir}", *extra]
-
-
-def _finished(run_dir):
-    try:
-        con = sqlite3.connect(f"file:{run_dir / 'search.db'}?mode=ro", uri=True)
-        n = con.execute("SELECT count(*) FROM episodes WHERE status != 'running'").fetchone()[0]
-        con.close()
-        return n
-    except sqlite3.Error:
-        return 0
 
 
 def _pool_workers(pid):
@@ -129,14 +115,14 @@ def test_an_unexpected_exception_leaves_no_worker_behind(tmp_path, monkeypatch):
     assert not _wait_gone(workers, 5), "pool workers outlived the search"
     monkeypatch.setattr(Search, "_finish", original)
     Search(cfg, tmp_path).run()  # the lock and the store were released
-    assert _finished(tmp_path) == 32
+    assert finished(tmp_path) == 32
 
 
 @pytest.mark.slow
 def test_pool_workers_exit_when_their_master_is_killed(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(
-        _cmd(run, *SLOW_SURROGATE, "executor=pool", "+evaluator.sleep_s=2"),
+        search_argv(run, *SLOW_SURROGATE, "executor=pool", "+evaluator.sleep_s=2"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
@@ -168,7 +154,7 @@ STOPS = {
 def test_a_signal_stops_the_search_within_seconds_and_it_resumes(tmp_path, stop):
     signum, executor, code, said = STOPS[stop]
     run = tmp_path / "run"
-    cmd = _cmd(
+    cmd = search_argv(
         run,
         *SLOW_SURROGATE,
         f"executor={executor}",
@@ -179,7 +165,7 @@ def test_a_signal_stops_the_search_within_seconds_and_it_resumes(tmp_path, stop)
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
     )
     deadline = time.time() + 120
-    while time.time() < deadline and _finished(run) < 4:
+    while time.time() < deadline and finished(run) < 4:
         time.sleep(0.1)
     everything = _pool_workers(proc.pid)
     t = time.time()
@@ -235,7 +221,7 @@ def test_one_master_per_run_folder(tmp_path):
     gate.write_text("")
     extra = [*SLOW_SURROGATE, f"+evaluator.gate={gate}"]
     first = subprocess.Popen(
-        _cmd(run, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
+        search_argv(run, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
     )
     deadline = time.time() + 120
     lock = run / "search.lock"
@@ -243,7 +229,7 @@ def test_one_master_per_run_folder(tmp_path):
         time.sleep(0.1)
     assert first.poll() is None
     second = subprocess.run(
-        _cmd(run, *extra), capture_output=True, text=True, cwd=ROOT, timeout=120
+        search_argv(run, *extra), capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
     assert f"process {first.pid} on host" in second.stderr
@@ -251,7 +237,9 @@ def test_one_master_per_run_folder(tmp_path):
     first.send_signal(signal.SIGKILL)
     first.wait()
     gate.unlink()
-    done = subprocess.run(_cmd(run, *extra), capture_output=True, text=True, cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        search_argv(run, *extra), capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     con = sqlite3.connect(run / "search.db")
     ids = [r[0] for r in con.execute("SELECT id FROM episodes ORDER BY id")]
@@ -379,21 +367,21 @@ def test_wandb_holds_every_episode_once_after_kills(tmp_path):
     rng = random.Random(int(time.time()))
     for _ in range(3):
         proc = subprocess.Popen(
-            _cmd(run, *extra),
+            search_argv(run, *extra),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=ROOT,
             env=env,
         )
-        target = _finished(run) + rng.randint(2, 7)
+        target = finished(run) + rng.randint(2, 7)
         deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None and _finished(run) < target:
+        while time.time() < deadline and proc.poll() is None and finished(run) < target:
             time.sleep(0.01)
         time.sleep(rng.random() * 0.3)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     done = subprocess.run(
-        _cmd(run, *extra), capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+        search_argv(run, *extra), capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
     time.sleep(1)
