@@ -109,15 +109,19 @@ def main() -> None:
         elif proxy != config:
             sys.exit(f"{folder} was collected on another proxy than {runs[0]}: {proxy} vs {config}")
         for r in rows:
-            if r["key"] not in canon:
-                canon[r["key"]] = Block.parse(r["nsc"]).canonical.to_json()
+            # The key is recomputed from the block: run folders written by earlier versions
+            # stored keys of an earlier canonical form, which would split a block's trainings.
+            if r["nsc"] not in canon:
+                block = Block.parse(r["nsc"])
+                canon[r["nsc"]] = (block.key, block.canonical.to_json())
+            key, canonical = canon[r["nsc"]]
             table.append(
                 {
                     "run": folder.name,
                     "episode": r["id"],
                     "seed": fp["seed"],
-                    "key": r["key"],
-                    "nsc": canon[r["key"]],
+                    "key": key,
+                    "nsc": canonical,
                     "status": r["status"],
                     "accuracy": r["accuracy"],
                     "history": r.get("history")
