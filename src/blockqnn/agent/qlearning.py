@@ -249,22 +249,25 @@ class QLearningAgent(Agent):
         trajectory = tuple(tuple(int(v) for v in layer) for layer in block.layers)
         self.memory.append((trajectory, float(reward)))
         self._replays.append((self._steps(trajectory), float(reward)))
-        self._add_visits(trajectory)
+        self._add_visits(self._replays[-1][0])
         self.told += 1
         start = time.perf_counter()
         self._learn(self.told)
         self._replay_s += time.perf_counter() - start
 
-    def _add_visits(self, trajectory: tuple[tuple[int, ...], ...]) -> None:
-        """N(s, a) += 1 for every step of a told block."""
-        for state, action in zip((START,) + trajectory[:-1], trajectory):
+    def _add_visits(self, steps: tuple[tuple[tuple, tuple, int], ...]) -> None:
+        """N(s, a) += 1 for every step of a told block (its ``_steps``); only the count bonus
+        reads the counts, so without it none are kept."""
+        if not self.count_bonus:
+            return
+        for state, action, _ in steps:
             row = self._visits.setdefault(state, {})
             row[action] = row.get(action, 0) + 1
 
     def _recount(self) -> None:
         self._visits = {}
-        for trajectory, _ in self.memory:
-            self._add_visits(trajectory)
+        for steps, _ in self._replays:
+            self._add_visits(steps)
 
     def _learn(self, n: int) -> None:
         """The replays after the n-th result: ``replay_size`` of the first n memory entries,
