@@ -47,8 +47,9 @@ if [ "${1:-}" = "23" ]; then
   {
     run random23-0 seed=230 space.max_layers=23 agent.batch_size=16 'agent.epsilon_schedule=[[1.0,63]]'
   } &
+  # (collected with uniform random steps, the default until 2026-12-03: pinned so it resumes)
   run qlearning23-0 agent=qlearning seed=231 space.max_layers=23 agent.batch_size=16 \
-    'agent.epsilon_schedule=[[1.0,10],[0.7,6],[0.4,6],[0.1,10]]'
+    agent.params.explore=uniform 'agent.epsilon_schedule=[[1.0,10],[0.7,6],[0.4,6],[0.1,10]]'
   # random23-0 and qlearning23-0 together hold ~1,470 distinct blocks: 80 more for the 1,500
   run random23-1 seed=232 space.max_layers=23 agent.batch_size=16 'agent.epsilon_schedule=[[1.0,5]]'
   if [ ! -s bench/collect/noise23_blocks.json ] || [ ! -s bench/collect/top50_blocks.json ]; then

@@ -258,7 +258,7 @@ def test_evolution_mutation_changes_one_layer():
 def test_type_first_exploration_draws_layer_types_evenly():
     from blockqnn.space.nsc import LayerType
 
-    uniform = QLearningAgent(max_layers=23, seed=0)
+    uniform = QLearningAgent(max_layers=23, seed=0, explore="uniform")
     typed = QLearningAgent(max_layers=23, seed=0, explore="type_first")
     u = [uniform.ask(1.0) for _ in range(300)]
     t = [typed.ask(1.0) for _ in range(300)]
@@ -272,8 +272,8 @@ def test_type_first_exploration_draws_layer_types_evenly():
         len(b.body) for b in u
     )
     state = typed.state_dict()
-    again = QLearningAgent(max_layers=23, seed=5)
-    again.load_state_dict(state)
+    again = QLearningAgent(max_layers=23, seed=5, explore="uniform")
+    again.load_state_dict(state)  # the saved agent's exploration, not the constructor's
     assert again.explore == "type_first" and again.ask(1.0) == typed.ask(1.0)
 
 

@@ -80,7 +80,7 @@ class QLearningAgent(Agent):
         q_init: float = 1.0,  # the paper's 0.01 and 0.5: conf/agent/qlearning_paper.yaml
         replay_size: int = 64,
         reward_shaping: bool = True,
-        explore: str = "uniform",
+        explore: str = "type_first",  # the paper: uniform (conf/agent/qlearning_paper.yaml)
         replay_replacement: bool = True,
         count_bonus: float = 0.0,
     ):
