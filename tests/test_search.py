@@ -174,9 +174,12 @@ def test_resume_after_sigkill_of_an_instant_search_with_group_commits(tmp_path):
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
         done_rows = [r for r in episodes_of(run) if r[2] != "running"]
         killed_at.append(len(done_rows))
-    # 5 commits of 37 (185 kept, 15 lost); then the second process's commits, less its last
-    # results (a resumed search also commits as it starts)
-    assert killed_at[0] == 185 < killed_at[1] < 185 + 400
+    # Commits of at least 37 results each (a block the store already holds is recorded while
+    # sampling, between the loop's commit checks, so a group can hold a few more): the kill
+    # keeps the last commit's results and loses the rest of the 200; then the second process's
+    # commits, less its last results (a resumed search also commits as it starts)
+    assert 200 - 2 * 37 < killed_at[0] < 200
+    assert killed_at[0] < killed_at[1] < killed_at[0] + 400
     done = subprocess.run(search_cmd(run, *extra), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     resumed = episodes_of(run)
