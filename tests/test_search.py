@@ -174,8 +174,9 @@ def test_resume_after_sigkill_of_an_instant_search_with_group_commits(tmp_path):
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
         done_rows = [r for r in episodes_of(run) if r[2] != "running"]
         killed_at.append(len(done_rows))
-    # Commits of at least 37 results each (a block the store already holds is recorded while
-    # sampling, between the loop's commit checks, so a group can hold a few more): the kill
+    # Commits of at least 37 results each (a reused block's result waits behind the trainings
+    # before it and is recorded in the same burst, with no commit check between, so a group can
+    # hold a few more): the kill
     # keeps the last commit's results and loses the rest of the 200; then the second process's
     # commits, less its last results (a resumed search also commits as it starts)
     assert 200 - 2 * 37 < killed_at[0] < 200
