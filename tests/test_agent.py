@@ -244,15 +244,19 @@ def test_agent_rng_is_independent_of_global_state():
     assert sample(1) == sample(2)
 
 
-def test_evolution_mutation_changes_one_layer():
+def test_evolution_mutation_changes_one_layer_or_adds_or_removes_one():
     from blockqnn.agent import EvolutionAgent
 
     agent = EvolutionAgent(max_layers=23, seed=0)
     parent = Block.parse([[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 0, 2], [4, 2, 3, 3, 0]])
-    for _ in range(50):
+    lengths = set()
+    for _ in range(200):
         child = agent.mutate(parent)
-        assert child.key != parent.key and len(child) == len(parent)
-        assert sum(a != b for a, b in zip(child.body, parent.body)) == 1
+        assert child.key != parent.key and abs(len(child) - len(parent)) <= 1
+        lengths.add(len(child))
+        if len(child) == len(parent):  # a type, kernel or input changed: one layer
+            assert sum(a != b for a, b in zip(child.body, parent.body)) == 1
+    assert lengths == {3, 4, 5}  # the published mutations change a block's length too
 
 
 def test_type_first_exploration_draws_layer_types_evenly():

@@ -11,10 +11,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from blockqnn.agent import AGENTS
+from blockqnn.errors import BlockError
 from blockqnn.result import is_measured
 from blockqnn.search.ranking import ranked
 from blockqnn.search.store import parts_of, read_run
-from blockqnn.space.nsc import SHORT_NAMES, Block, LayerType
+from blockqnn.space.nsc import Block
+from blockqnn.space.registry import SPACES, parse_any
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -26,7 +28,8 @@ def load_run(run_dir: str | Path) -> dict:
     agent = state.get("agent")
     parts = parts_of(parts, "agent")
     if agent and parts:  # the agent's whole state, as its state_dict() gives it
-        whole = AGENTS[agent["name"]](max_layers=agent["max_layers"], seed=agent["seed"])
+        space = dict(agent.get("space") or {"name": "nsc", "max_layers": agent["max_layers"]})
+        whole = AGENTS[agent["name"]](space=SPACES[space.pop("name")](**space), seed=agent["seed"])
         whole.restore(agent, parts)
         agent = whole.state_dict()
     return {
@@ -107,8 +110,7 @@ def layer_type_shares(run: dict) -> dict[float, dict[str, float]]:
     by_eps: dict[float, Counter] = {}
     for e in run["episodes"]:
         counts = by_eps.setdefault(e["epsilon"], Counter())
-        for layer in Block.parse(e["nsc"]).body:
-            counts[SHORT_NAMES[LayerType(layer.type)]] += 1
+        counts.update(parse_any(e["nsc"]).parts())
     return {
         eps: {k: v / sum(c.values()) for k, v in c.items()}
         for eps, c in sorted(by_eps.items(), reverse=True)
@@ -117,7 +119,7 @@ def layer_type_shares(run: dict) -> dict[float, dict[str, float]]:
 
 def fig_layer_types(run: dict):
     shares = layer_type_shares(run)
-    names = [SHORT_NAMES[t] for t in LayerType if t != LayerType.TERMINAL]
+    names = sorted({name for c in shares.values() for name in c})
     fig, ax = plt.subplots(figsize=(8, 4))
     labels = [f"{eps:g}" for eps in shares]
     bottom = [0.0] * len(shares)
@@ -176,13 +178,19 @@ def q_summary(run: dict, k: int = 10) -> list[tuple[str, float]]:
     return items[:k]
 
 
+def _first_label(action: list) -> str:
+    """A first decision's label: an NSC layer with its input, else the decision itself."""
+    try:
+        return Block.parse([action]).body[0].label + f" <- {action[3]}"
+    except BlockError:
+        return str(action)
+
+
 def fig_q_values(run: dict):
     items = q_summary(run)
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     if items:
-        labels = [
-            Block.parse([json.loads(a)]).body[0].label + f" <- {json.loads(a)[3]}" for a, _ in items
-        ]
+        labels = [_first_label(json.loads(a)) for a, _ in items]
         ax.barh(labels[::-1], [v for _, v in items][::-1], color="#3a86ff")
         ax.set_xlabel("Q(start, first layer)")
     else:

@@ -62,7 +62,9 @@ def _range(
 
 @dataclass
 class SpaceConfig:
-    max_layers: int = MISSING
+    _target_: str = MISSING
+    name: str = MISSING
+    max_layers: int | None = None  # the NSC space's (space=nsc); unused by space=nb201
 
     def __post_init__(self):
         _range("space.max_layers", self.max_layers, 1, 64)

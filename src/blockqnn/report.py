@@ -24,8 +24,8 @@ from blockqnn import analysis, compare
 from blockqnn.data.shapes import network_spec
 from blockqnn.errors import BlockQNNError
 from blockqnn.search.ranking import ranked
-from blockqnn.space.draw import draw_block, draw_network
-from blockqnn.space.nsc import Block
+from blockqnn.space.draw import draw_network
+from blockqnn.space.registry import parse_any
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}figure{display:inline-block;margin:0 1em 1em 0}
@@ -42,8 +42,13 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _svg(block, draw=draw_block, *args) -> str:
-    """A drawing (``draw(block, *args, path)``: draw_block or draw_network) as inline SVG."""
+def _draw(arch, path):
+    return arch.draw(path)
+
+
+def _svg(block, draw=_draw, *args) -> str:
+    """A drawing (``draw(block, *args, path)``: the architecture's own or draw_network) as
+    inline SVG."""
     with tempfile.TemporaryDirectory() as tmp:
         files = draw(block, *args, Path(tmp) / "d.png")
         text = files[1].read_text()
@@ -54,7 +59,7 @@ def _network_svg(run_dir: Path, block) -> str:
     """The network the best block is stacked into, drawn from the run's composed config
     (.hydra/config.yaml); empty where the run has none or its data's shape is unknown."""
     config = run_dir / ".hydra" / "config.yaml"
-    if not config.exists():
+    if not config.exists() or not block.has_network:
         return ""
     cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
     try:
@@ -85,7 +90,7 @@ def render(run_dir: str | Path) -> str:
     top = analysis.top_blocks(run, 5)
     rows = "".join(_row(i, e) for i, e in enumerate(analysis.top_blocks(run, 10), 1))
     drawings = "".join(
-        f"<figure><figcaption>#{i}: reward {e['reward']:.4f}</figcaption>{_svg(Block.parse(e['nsc']))}</figure>"
+        f"<figure><figcaption>#{i}: reward {e['reward']:.4f}</figcaption>{_svg(parse_any(e['nsc']))}</figure>"
         for i, e in enumerate(top, 1)
     )
     figures = [
@@ -113,7 +118,7 @@ count; "first" is the reward first observed (optimistic for the top blocks: the 
 <th>block (NSC)</th></tr>{rows}</table>
 {imgs}
 <h2>The best blocks</h2>{drawings}
-{_network_svg(Path(run["run_dir"]), Block.parse(top[0]["nsc"])) if top else ""}
+{_network_svg(Path(run["run_dir"]), parse_any(top[0]["nsc"])) if top else ""}
 </body></html>
 """
 
@@ -164,10 +169,10 @@ def render_comparison(
             best = top[0]
             cap = (
                 f"{html.escape(name)}: reward {best['reward']:.4f}, accuracy {_num(best['accuracy'])}<br>"
-                f"<code>{html.escape(Block.parse(best['nsc']).compact())}</code>"
+                f"<code>{html.escape(parse_any(best['nsc']).compact())}</code>"
             )
             drawings.append(
-                f"<figure><figcaption>{cap}</figcaption>{_svg(Block.parse(best['nsc']))}</figure>"
+                f"<figure><figcaption>{cap}</figcaption>{_svg(parse_any(best['nsc']))}</figure>"
             )
         for r in groups[name]:
             page = r["run_dir"] / "report.html"

@@ -9,6 +9,9 @@ Statuses. Only what is the candidate's own fault is a result the agent learns fr
 * ``oom``: the candidate does not fit in the device's memory (reward 0; ``error`` gives its size).
 * ``timeout``: the evaluation ran past ``evaluator.timeout_s`` (reward 0).
 
+``cost`` is what the evaluation stands for in training seconds where that differs from its
+``wall_time`` (a table's recorded training time: ``evaluator=nb201``); None otherwise.
+
 ``failed`` is not the candidate's fault: a bug, a crashed worker, a lost node. It is recorded
 with its traceback, the agent is not taught it, and ``search.max_consecutive_failures`` of
 them in a row stop the search (README, "When an evaluation fails").
@@ -65,6 +68,7 @@ FIELDS = (
     "wall_time",
     "error",
     "history",
+    "cost",
 )
 
 
@@ -84,6 +88,7 @@ def empty_result(status: str, error: str | None = None, **values: Any) -> dict[s
         "wall_time": 0.0,
         "error": error,
         "history": [],
+        "cost": None,
         **values,
     }
 

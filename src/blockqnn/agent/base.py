@@ -6,7 +6,8 @@ import random
 from abc import ABC, abstractmethod
 from typing import Any
 
-from blockqnn.space.nsc import DEFAULT_MAX_LAYERS, Block
+from blockqnn.space.base import SearchSpace
+from blockqnn.space.nsc import DEFAULT_MAX_LAYERS, Block, NSCSpace
 
 
 def rng_state(rng: random.Random) -> list:
@@ -19,7 +20,8 @@ def set_rng_state(rng: random.Random, state: list) -> None:
 
 
 class Agent(ABC):
-    """A search strategy. ``ask(epsilon)`` proposes a block, ``tell(block, reward)`` teaches it
+    """A search strategy over a search space (:class:`blockqnn.space.base.SearchSpace`: every
+    agent walks every space through it). ``ask(epsilon)`` proposes a block, ``tell(block, reward)`` teaches it
     the result. Each agent owns a seeded ``random.Random``, independent of the global random
     state that training touches, and round-trips through plain JSON-able ``state_dict()``.
 
@@ -31,8 +33,12 @@ class Agent(ABC):
 
     name = "agent"
 
-    def __init__(self, max_layers: int = DEFAULT_MAX_LAYERS, seed: int = 0):
-        self.max_layers = int(max_layers)
+    def __init__(
+        self, max_layers: int | None = None, seed: int = 0, space: SearchSpace | None = None
+    ):
+        # The space the agent walks (space=...); ``max_layers`` alone: the NSC space of that size.
+        self.space = space if space is not None else NSCSpace(max_layers or DEFAULT_MAX_LAYERS)
+        self.max_layers = int(getattr(self.space, "max_layers", self.space.max_steps))
         self.seed = int(seed)
         self.rng = random.Random(self.seed)
         self.told = 0
@@ -50,6 +56,7 @@ class Agent(ABC):
             "seed": self.seed,
             "rng": rng_state(self.rng),
             "told": self.told,
+            "space": {"name": self.space.name, **self.space.state_dict()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -11,47 +11,46 @@ from typing import Any
 import numpy as np
 
 from blockqnn.agent.base import Agent
-from blockqnn.agent.qlearning import actions_at
 from blockqnn.errors import BlockError, ConfigError
-from blockqnn.space.nsc import (
-    DEFAULT_MAX_LAYERS,
-    KERNELS,
-    ONE_INPUT,
-    TWO_INPUT,
-    Block,
-    Layer,
-    LayerType,
-    random_block,
-)
+from blockqnn.space.base import SearchSpace
 
 
 class RandomAgent(Agent):
-    """Uniform random walks through the legal actions (epsilon is ignored)."""
+    """The space's random architectures (NSC: uniform random walks through the legal actions;
+    NB201: uniform cells); epsilon is ignored."""
 
     name = "random"
 
-    def ask(self, epsilon: float = 1.0) -> Block:
-        return random_block(self.rng, self.max_layers)
+    def ask(self, epsilon: float = 1.0):
+        return self.space.sample(self.rng)
 
-    def tell(self, block: Block, reward: float) -> None:
+    def tell(self, block, reward: float) -> None:
         self.told += 1
 
 
 class EvolutionAgent(Agent):
-    """Regularized (aging) evolution: the population is the last ``population`` results; a
-    child is the best of ``sample`` random members with one layer's type, kernel or input
-    mutated. Until the population is full, blocks are random."""
+    """Regularized (aging) evolution (Real et al., AAAI 2019), as published: the population
+    is the last ``population`` results; a child is the best of ``sample`` members drawn at
+    random, changed by one of the space's mutations (:meth:`SearchSpace.mutate`: NSC, a layer's
+    type, kernel or input, or a layer added or removed; NB201, one edge's op). Until the
+    population is full, architectures are random.
+
+    ``retrains_known``: a child the search already evaluated is evaluated again (a fresh draw,
+    stored as a re-evaluation of that block), never handed its first, possibly lucky, result
+    (with that result, a lucky block would outlive aging by being re-added at its old reward)."""
 
     name = "evolution"
+    retrains_known = True
 
     def __init__(
         self,
-        max_layers: int = DEFAULT_MAX_LAYERS,
+        max_layers: int | None = None,
         seed: int = 0,
         population: int = 20,
         sample: int = 5,
+        space: SearchSpace | None = None,
     ):
-        super().__init__(max_layers, seed)
+        super().__init__(max_layers, seed, space)
 
         if isinstance(population, bool) or int(population) < 1:
             raise ConfigError(f"agent.params.population={population} must be >= 1")
@@ -60,58 +59,22 @@ class EvolutionAgent(Agent):
                 f"agent.params.sample={sample} must be in 1..population ({population})"
             )
         self.population_size, self.sample = int(population), int(sample)
-        self.population: deque[tuple[list[list[int]], float]] = deque(maxlen=self.population_size)
+        self.population: deque[tuple[list, float]] = deque(maxlen=self.population_size)
 
-    def ask(self, epsilon: float = 1.0) -> Block:
+    def ask(self, epsilon: float = 1.0):
         if len(self.population) < self.population_size:
-            return random_block(self.rng, self.max_layers)
+            return self.space.sample(self.rng)
         members = [
             self.population[self.rng.randrange(len(self.population))] for _ in range(self.sample)
         ]
-        parent = Block.parse(max(members, key=lambda m: m[1])[0])
-        return self.mutate(parent)
+        parent = self.space.parse(max(members, key=lambda m: m[1])[0])
+        return self.space.mutate(parent, self.rng)
 
-    def mutate(self, parent: Block) -> Block:
-        """Change one layer's type, kernel or input; always a valid block, never the parent."""
-        for _ in range(100):
-            layers = [list(la) for la in parent.body]
-            i = self.rng.randrange(len(layers))
-            idx, typ, kernel, p1, p2 = layers[i]
-            what = self.rng.choice(("type", "kernel", "input"))
-            if what == "type":
-                kind = LayerType(
-                    self.rng.choice([t for t in LayerType if t not in (typ, LayerType.TERMINAL)])
-                )
-                kernel = self.rng.choice(KERNELS[kind])
-                if kind in TWO_INPUT and idx < 2:
-                    continue
-                if kind in TWO_INPUT and typ not in TWO_INPUT:
-                    p2 = self.rng.choice([p for p in range(idx) if p != p1])
-                elif kind in ONE_INPUT:
-                    p2 = 0
-                typ = kind.value
-            elif what == "kernel":
-                choices = [k for k in KERNELS[LayerType(typ)] if k != kernel]
-                if not choices:
-                    continue
-                kernel = self.rng.choice(choices)
-            else:
-                if idx < 2:
-                    continue
-                if typ in TWO_INPUT and self.rng.random() < 0.5:
-                    p2 = self.rng.choice([p for p in range(idx) if p not in (p1, p2)] or [p2])
-                else:
-                    p1 = self.rng.choice([p for p in range(idx) if p not in (p1, p2)] or [p1])
-            layers[i] = [idx, typ, kernel, p1, p2]
-            try:
-                child = Block.parse(layers, max_layers=self.max_layers)
-            except BlockError:
-                continue
-            if child.key != parent.key:
-                return child
-        return random_block(self.rng, self.max_layers)
+    def mutate(self, parent):
+        """One of the space's mutations of ``parent`` (never ``parent`` itself)."""
+        return self.space.mutate(parent, self.rng)
 
-    def tell(self, block: Block, reward: float) -> None:
+    def tell(self, block, reward: float) -> None:
         self.told += 1
         self.population.append((block.to_list(), float(reward)))
 
@@ -137,9 +100,13 @@ class TPEAgent(Agent):
     name = "tpe"
 
     def __init__(
-        self, max_layers: int = DEFAULT_MAX_LAYERS, seed: int = 0, n_startup_trials: int = 10
+        self,
+        max_layers: int | None = None,
+        seed: int = 0,
+        n_startup_trials: int = 10,
+        space: SearchSpace | None = None,
     ):
-        super().__init__(max_layers, seed)
+        super().__init__(max_layers, seed, space)
         if isinstance(n_startup_trials, bool) or int(n_startup_trials) < 0:
             raise ConfigError(f"agent.params.n_startup_trials={n_startup_trials} must be >= 0")
         self.n_startup_trials = int(n_startup_trials)
@@ -158,44 +125,37 @@ class TPEAgent(Agent):
         )
         self.study = optuna.create_study(direction="maximize", sampler=sampler)
 
-    @staticmethod
-    def _choices(index: int, max_layers: int) -> list[str]:
-        return [",".join(map(str, a)) for a in actions_at(index, max_layers)]
+    def _choices(self, step: int) -> list[str]:
+        return [",".join(map(str, a)) for a in self.space.actions(step)]
 
-    def _distributions(self, block: Block) -> tuple[dict, dict]:
+    def _distributions(self, block) -> tuple[dict, dict]:
         # lazy: only agent=tpe needs Optuna
         from optuna.distributions import CategoricalDistribution
 
         params, dists = {}, {}
-        for layer in block.layers:
-            name = f"layer{layer.index}"
-            dists[name] = CategoricalDistribution(self._choices(layer.index, self.max_layers))
-            la = (
-                layer
-                if layer.type not in TWO_INPUT
-                else layer._replace(
-                    pred1=min(layer.pred1, layer.pred2), pred2=max(layer.pred1, layer.pred2)
-                )
-            )
-            params[name] = ",".join(map(str, la))
+        for step, action in enumerate(self.space.decisions(block)):
+            name = f"layer{step + 1}"
+            dists[name] = CategoricalDistribution(self._choices(step))
+            params[name] = ",".join(map(str, self.space.normal_action(step, action)))
         return params, dists
 
-    def ask(self, epsilon: float = 1.0) -> Block:
+    def ask(self, epsilon: float = 1.0):
+        # lazy: only agent=tpe needs Optuna
+        import optuna
+
         trial = self.study.ask()
-        body: list[Layer] = []
+        body: list[tuple[int, ...]] = []
         while True:
-            index = len(body) + 1
-            code = trial.suggest_categorical(f"layer{index}", self._choices(index, self.max_layers))
-            layer = Layer(*map(int, code.split(",")))
-            if layer.type == LayerType.TERMINAL:
-                block = Block(tuple(body) + (layer,))
+            step = len(body)
+            code = trial.suggest_categorical(f"layer{step + 1}", self._choices(step))
+            body.append(tuple(map(int, code.split(","))))
+            if self.space.ends(step, body[-1]):
                 # Finished at once so that asked-but-untold trials never steer TPE; tell()
                 # adds the completed trial with its value.
-                self.study.tell(trial, state=__import__("optuna").trial.TrialState.FAIL)
-                return block
-            body.append(layer)
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                return self.space.build(body)
 
-    def tell(self, block: Block, reward: float) -> None:
+    def tell(self, block, reward: float) -> None:
         # lazy: only agent=tpe needs Optuna
         import optuna
 
@@ -227,7 +187,7 @@ class TPEAgent(Agent):
         self.history = []
         for nsc, reward in state["history"]:
             self.told -= 1  # tell() counts again
-            self.tell(Block.parse(nsc), reward)
+            self.tell(self.space.parse(nsc), reward)
         # Failed placeholder trials of asked blocks count toward Optuna's trial numbers.
         for _ in range(state["asked"]):
             self.study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
@@ -254,9 +214,13 @@ class ReplayAgent(Agent):
     name = "replay"
 
     def __init__(
-        self, max_layers: int = DEFAULT_MAX_LAYERS, seed: int = 0, path: str | None = None
+        self,
+        max_layers: int | None = None,
+        seed: int = 0,
+        path: str | None = None,
+        space: SearchSpace | None = None,
     ):
-        super().__init__(max_layers, seed)
+        super().__init__(max_layers, seed, space)
         if not path or not Path(path).is_file():
             raise ConfigError(f"agent.params.path={path!r}: give a JSON file with a list of blocks")
         try:
@@ -271,17 +235,17 @@ class ReplayAgent(Agent):
         for i, item in enumerate(items):
             nsc = item["nsc"] if isinstance(item, dict) and "nsc" in item else item
             try:
-                self.blocks.append(Block.parse(nsc, max_layers=self.max_layers))
+                self.blocks.append(self.space.parse(nsc))
             except BlockError as exc:
                 raise ConfigError(f"agent.params.path={path}: block {i}: {exc}") from None
         self.asked = 0
 
-    def ask(self, epsilon: float = 1.0) -> Block:
+    def ask(self, epsilon: float = 1.0):
         block = self.blocks[self.asked % len(self.blocks)]
         self.asked += 1
         return block
 
-    def tell(self, block: Block, reward: float) -> None:
+    def tell(self, block, reward: float) -> None:
         self.told += 1
 
     def state_dict(self) -> dict[str, Any]:

@@ -35,37 +35,19 @@ import math
 import random
 import time
 from bisect import insort
-from functools import cache
 from typing import Any
 
 from blockqnn.agent.base import Agent
 from blockqnn.errors import ConfigError
-from blockqnn.space.nsc import DEFAULT_MAX_LAYERS, Block, Layer, LayerType, legal_actions
+from blockqnn.space.base import SearchSpace
+from blockqnn.space.nsc import actions_at  # noqa: F401  (re-exported: tests, older imports)
 
 START = (0, 0, 0, 0, 0)
 SNAPSHOT_MIN_S = 1.0  # replay seconds between snapshots, at least ...
 SNAPSHOT_WORK = 8.0  # ... and this many times the previous snapshot's cost
 
 
-@cache
-def actions_at(index: int, max_layers: int) -> tuple[tuple[int, ...], ...]:
-    """Legal actions at layer ``index`` (they depend on the index only), as plain tuples."""
-    partial = [Layer(i, 4, 0, i - 1, 0) for i in range(1, index)]  # any valid prefix of that length
-    return tuple(tuple(a) for a in legal_actions(partial, max_layers))
-
-
-@cache
-def _by_type(index: int, max_layers: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
-    """The legal actions at layer ``index`` grouped by layer type."""
-    groups: dict[int, list] = {}
-    for a in actions_at(index, max_layers):
-        groups.setdefault(a[1], []).append(a)
-    return tuple(tuple(groups[t]) for t in sorted(groups))
-
-
-@cache
-def _count(index: int, max_layers: int) -> int:
-    return len(actions_at(index, max_layers))
+STATES = ("previous", "step", "partial")
 
 
 class QLearningAgent(Agent):
@@ -73,8 +55,9 @@ class QLearningAgent(Agent):
 
     def __init__(
         self,
-        max_layers: int = DEFAULT_MAX_LAYERS,
+        max_layers: int | None = None,
         seed: int = 0,
+        space: SearchSpace | None = None,
         learning_rate: float = 0.1,  # = conf/agent/qlearning.yaml (tests/test_config_defaults.py)
         discount: float = 1.0,
         q_init: float = 1.0,  # the paper's 0.01 and 0.5: conf/agent/qlearning_paper.yaml
@@ -83,11 +66,17 @@ class QLearningAgent(Agent):
         explore: str = "type_first",  # the paper: uniform (conf/agent/qlearning_paper.yaml)
         replay_replacement: bool = True,
         count_bonus: float = 0.0,
+        state: str = "previous",
     ):
-        super().__init__(max_layers, seed)
+        super().__init__(max_layers, seed, space)
 
         if explore not in ("uniform", "type_first"):
             raise ConfigError(f"agent.params.explore={explore!r}: uniform or type_first")
+        if state not in STATES:
+            raise ConfigError(f"agent.params.state={state!r}: one of {', '.join(STATES)}")
+        self.state_kind = state
+        # The legal actions of each step, and their number (the agent's hot loop reads them).
+        self._legal = [self.space.actions(t) for t in range(self.space.max_steps)]
         checks = (
             ("learning_rate", learning_rate, 0.0, 1.0, False),
             ("discount", discount, 0.0, 1.0, True),
@@ -183,25 +172,36 @@ class QLearningAgent(Agent):
         pairs they have)."""
         if self.explore == "uniform":
             return actions[self.rng.randrange(len(actions))]
-        groups = _by_type(index, self.max_layers)
+        groups = self.space.action_groups(index - 1)
         group = groups[self.rng.randrange(len(groups))]
         return group[self.rng.randrange(len(group))]
 
-    def ask(self, epsilon: float = 1.0) -> Block:
+    def ask(self, epsilon: float = 1.0):
         body: list[tuple[int, ...]] = []
-        state: tuple = START
+        state: tuple = self._state_at(body)
         while True:
-            actions = actions_at(len(body) + 1, self.max_layers)
+            step = len(body)
+            actions = self._legal[step]
             if self.rng.random() < epsilon:
-                action = self._random_action(actions, len(body) + 1)
+                action = self._random_action(actions, step + 1)
             elif self.count_bonus:
                 action = self._greedy_bonus(state, actions)
             else:
                 action = self._greedy(state, actions)
-            if action[1] == LayerType.TERMINAL:
-                return Block(tuple(Layer(*a) for a in body) + (Layer(*action),))
             body.append(action)
-            state = action
+            if self.space.ends(step, action):
+                return self.space.build(body)
+            state = self._state_at(body)
+
+    def _state_at(self, body: list[tuple[int, ...]]) -> tuple:
+        """The state before the next decision, given the decisions so far: the last decision
+        (``previous``, the paper's: an NSC layer carries its index), the step alone (``step``),
+        or every decision so far (``partial``)."""
+        if self.state_kind == "previous":
+            return body[-1] if body else START
+        if self.state_kind == "step":
+            return (len(body),)
+        return tuple(body)
 
     # ------------------------------------------------------------------ learning
     def _steps(
@@ -209,10 +209,15 @@ class QLearningAgent(Agent):
     ) -> tuple[tuple[tuple, tuple, int], ...]:
         """A trajectory's steps in replay order, last first: (state, action, number of legal
         actions in that state)."""
-        states = (START,) + trajectory[:-1]
+        if self.state_kind == "previous":
+            states = (START,) + trajectory[:-1]
+        elif self.state_kind == "step":
+            states = tuple((t,) for t in range(len(trajectory)))
+        else:
+            states = tuple(trajectory[:t] for t in range(len(trajectory)))
+        legal = self._legal
         return tuple(
-            (states[t], trajectory[t], _count(t + 1, self.max_layers))
-            for t in range(len(trajectory) - 1, -1, -1)
+            (states[t], trajectory[t], len(legal[t])) for t in range(len(trajectory) - 1, -1, -1)
         )
 
     def _replay(self, steps: tuple[tuple[tuple, tuple, int], ...], reward: float) -> None:
@@ -245,8 +250,8 @@ class QLearningAgent(Agent):
                 top = q0
             target = shaped + g * top
 
-    def tell(self, block: Block, reward: float) -> None:
-        trajectory = tuple(tuple(int(v) for v in layer) for layer in block.layers)
+    def tell(self, block, reward: float) -> None:
+        trajectory = self.space.decisions(block)
         self.memory.append((trajectory, float(reward)))
         self._replays.append((self._steps(trajectory), float(reward)))
         self._add_visits(self._replays[-1][0])
@@ -342,6 +347,7 @@ class QLearningAgent(Agent):
                 self.explore,
                 self.replay_replacement,
                 self.count_bonus,
+                self.state_kind,
             ],
         }
 
@@ -357,6 +363,7 @@ class QLearningAgent(Agent):
         self.explore = rest[0] if rest else "uniform"
         self.replay_replacement = rest[1] if len(rest) > 1 else True
         self.count_bonus = rest[2] if len(rest) > 2 else 0.0
+        self.state_kind = rest[3] if len(rest) > 3 else "previous"
 
     # Saving: the memory appended since the last checkpoint, and now and then a snapshot of the
     # table (see the module's docstring); restore replays the results after the snapshot.

@@ -107,8 +107,37 @@ def parse_schedule(spec: Any, batch_size: int | None = None) -> EpsilonSchedule:
     return schedule
 
 
+def scaled(steps: Sequence[tuple[float, int]], iterations: int) -> list[tuple[float, int]]:
+    """A schedule's epsilon levels over ``iterations`` iterations, each level keeping its share
+    of the original's iterations (largest remainders, ties to the earlier level; the original
+    at its own length is itself), every level at least one iteration (taken from the longest);
+    with fewer iterations than levels, the first levels, one iteration each."""
+    total = sum(n for _, n in steps)
+    if iterations < len(steps):
+        return [(eps, 1) for eps, _ in steps[: max(1, iterations)]]
+    exact = [n * iterations / total for _, n in steps]
+    counts = [int(x) for x in exact]
+    order = sorted(range(len(steps)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: iterations - sum(counts)]:
+        counts[i] += 1
+    for i, n in enumerate(counts):
+        if n == 0:
+            counts[i] = 1
+            counts[counts.index(max(counts))] -= 1
+    return [(eps, n) for (eps, _), n in zip(steps, counts)]
+
+
 def _parse_steps(spec: Any) -> EpsilonSchedule:
     valid = ", ".join(NAMED)
+    if isinstance(spec, str) and ":" in spec:  # <name>:<iterations>, e.g. paper:290
+        name, _, count = spec.partition(":")
+        if name not in NAMED or not count.strip().isdigit() or int(count) < 1:
+            raise ConfigError(
+                f"agent.epsilon_schedule={spec!r}: a scaled schedule is <name>:<iterations> "
+                f"with a name among {valid} and a positive number of iterations (e.g. paper:290)"
+            )
+        steps, batch = NAMED[name]
+        return EpsilonSchedule(tuple(scaled(steps, int(count))), spec, batch)
     if isinstance(spec, str):
         if spec not in NAMED:
             raise ConfigError(

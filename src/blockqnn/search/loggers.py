@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from blockqnn.result import is_measured
-from blockqnn.space.nsc import Block
+from blockqnn.space.registry import parse_any
 from blockqnn.wandb_files import history_rows
 
 FIELDS = [
@@ -304,13 +304,9 @@ class WandbLogger(NoLogger):
     def _best(self, episode: int, best: dict[str, Any]) -> None:
         """Draw the new best block and log it (at its episode's step, which W&B has not
         closed yet: rows of the queue come in order) with the summary."""
-        # lazy: keeps this light module from importing torch/Lightning at start-up
-        from blockqnn.space.draw import draw_block
-
         folder = self.run_dir / "wandb" / "best"
         folder.mkdir(parents=True, exist_ok=True)
-        png = draw_block(
-            Block.parse(best["nsc"]),
+        png = parse_any(best["nsc"]).draw(
             folder / f"best_{episode}.png",
             title=f"episode {episode}: reward {best['reward']:.4f}",
         )[0]

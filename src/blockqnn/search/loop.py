@@ -32,10 +32,11 @@ from blockqnn.search.setup import (
     fingerprint,
     reevaluate_settings,
     schedule_of,
+    space_of,
 )
 from blockqnn.search.signals import SearchInterrupted, SearchTerminated, stop_signals
 from blockqnn.search.store import SearchStore, parts_of
-from blockqnn.space.nsc import Block
+from blockqnn.space.base import Architecture
 
 log = logging.getLogger("blockqnn.search")
 #: The main outputs, listed first on the "outputs in" line (INTERFACE.md: run outputs).
@@ -86,6 +87,7 @@ class Search:
         self.total = planned if cap is None else min(planned, int(cap))
         self.console = console
         self.reevaluate = reevaluate_settings(cfg)
+        self.space = space_of(cfg)  # parses stored architectures; the agent walks it
 
     def run(self) -> dict | None:
         """Run (or resume) the search. Whatever ends it (the schedule's end, Ctrl-C, SIGTERM,
@@ -141,8 +143,12 @@ class Search:
                 )
             self.store, self.agent, self.executor, self.logger = store, agent, executor, logger
             self.pending: dict[
-                int, tuple[int, float, Block]
+                int, tuple[int, float, Architecture]
             ] = {}  # sampled, not yet told, by episode
+            # Episodes evaluated again as a fresh draw (agents with retrains_known, e.g.
+            # evolution: a child already evaluated): episode -> (re-evaluation row, repeat).
+            self.retrains: dict[int, tuple[int, int]] = {}
+            self.retrains_known = bool(getattr(agent, "retrains_known", False))
             self.queue: list[int] = []  # sampled episodes waiting for a free executor slot
             self.ready: dict[
                 int, tuple[dict, bool, bool]
@@ -151,9 +157,10 @@ class Search:
             self.waiting: dict[str, list[int]] = {}  # key -> episodes waiting for that result
             self.progress = SearchProgress(console, self.total, done, self.best)
             finished = [e for e in episodes if e["status"] != "running"]
+            fresh = store.retrained_episodes()  # reused rows that hold a fresh draw
             self.counts = {
                 "trained": sum(1 for e in finished if not e["reused"] and not e["predicted"]),
-                "reused_total": sum(1 for e in finished if e["reused"]),
+                "reused_total": sum(1 for e in finished if e["reused"] and e["id"] not in fresh),
                 "predicted_total": sum(1 for e in finished if e["predicted"]),
                 "reevaluated": sum(1 for r in store.reevaluations() if r["status"] != "running"),
             }
@@ -202,6 +209,8 @@ class Search:
     def _network(self) -> dict | None:
         """The searched network's spec for its drawing, from the config (the master of a pool
         or Ray search holds no data); None where the data's shape is not known without it."""
+        if not self.space.has_network:
+            return None  # the space's networks are fixed (NB201's tables)
         try:
             return network_spec(
                 OmegaConf.to_container(self.cfg.network, resolve=True),
@@ -220,7 +229,7 @@ class Search:
                 row["id"],
                 row["iteration"],
                 row["epsilon"],
-                Block.parse(row["nsc"]),
+                self.space.parse(row["nsc"]),
                 store.prediction(row["id"]),
             )
         self.episode = store.next_episode()
@@ -368,7 +377,7 @@ class Search:
     def _refresh_predictions(self) -> None:
         """After a refit: the new forest's estimate for every predicted episode taught so far
         replaces the old one in the agent's memory."""
-        told = [(i, Block.parse(nsc)) for i, nsc in self.predicted_told.values()]
+        told = [(i, self.space.parse(nsc)) for i, nsc in self.predicted_told.values()]
         rewards = self.predictor.predict_many([b for _, b in told])
         self.agent.relabel({i: float(r) for (i, _), r in zip(told, rewards)})
 
@@ -403,12 +412,19 @@ class Search:
         episode: int,
         iteration: int,
         epsilon: float,
-        block: Block,
+        block: Architecture,
         prediction: dict | None = None,
     ):
         self.pending[episode] = (iteration, epsilon, block)
         if prediction is not None:  # the predictor's estimate stands in for training
             self.ready[episode] = (prediction, False, True)
+        elif self.retrains_known and self._known(block.key):
+            # Evaluated before (or being evaluated): a fresh draw, recorded as a re-evaluation
+            # of the block (a resumed search runs it again with the same repeat).
+            self.retrains[episode] = self.store.begin_retrain(
+                block.key, block.to_json(), episode, int(self.cfg.seed)
+            )
+            self.queue.append(episode)
         elif (
             cached := self.store.lookup(block.key, self.max_attempts)
         ) is not None:  # evaluated: reuse
@@ -419,6 +435,10 @@ class Search:
             self.in_flight_keys[block.key] = episode
             self.queue.append(episode)
 
+    def _known(self, key: str) -> bool:
+        """Whether a block with this key was evaluated (a result to reuse) or is in flight."""
+        return key in self.in_flight_keys or self.store.lookup(key, self.max_attempts) is not None
+
     def _submit(self) -> None:
         while self.queue and self.executor.in_flight < self.executor.slots:
             episode = self.queue.pop(0)
@@ -427,9 +447,17 @@ class Search:
                 episode, iteration, epsilon, self.best, f"{self.executor.in_flight + 1} training"
             )
             self._maybe_commit()  # the local executor trains inside submit
-            self.executor.submit(episode, block.to_list())
+            if episode in self.retrains:
+                self.executor.submit(episode, block.to_list(), self.retrains[episode][1])
+            else:
+                self.executor.submit(episode, block.to_list())
 
     def _arrived(self, episode: int, result: dict, reused: bool) -> None:
+        if episode in self.retrains:  # a fresh draw of a known block: its re-evaluation row
+            rid, _ = self.retrains[episode]
+            self.store.finish_reevaluation(rid, result)
+            self.ready[episode] = (result, True, False)
+            return
         self.ready[episode] = (result, reused, False)
         block = self.pending[episode][2]
         if not reused and self.in_flight_keys.get(block.key) == episode:
@@ -499,10 +527,17 @@ class Search:
             if self.predictor.maybe_refit(self.measured) and self.predicted_told:
                 self._refresh_predictions()
         self.store.finish(episode, result, reused, predicted, told)
-        if not reused and not predicted:
+        retrained = self.retrains.pop(episode, None) is not None
+        if (not reused or retrained) and not predicted:
             self._uncommitted_work += float(result.get("wall_time") or 0.0)
         self.counts[
-            "reused_total" if reused else "predicted_total" if predicted else "trained"
+            "reevaluated"
+            if retrained
+            else "reused_total"
+            if reused
+            else "predicted_total"
+            if predicted
+            else "trained"
         ] += 1
         improved = is_measured({**result, "predicted": predicted}) and (
             self.best is None or reward > self.best

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from blockqnn.search.ranking import entry, ranked
-from blockqnn.space.draw import draw_block, draw_network
-from blockqnn.space.nsc import Block
+from blockqnn.space.draw import draw_network
+from blockqnn.space.registry import parse_any
 
 
 def write_outputs(
@@ -28,15 +28,15 @@ def write_outputs(
     (run_dir / "topk.json").write_text(json.dumps([entry(e) for e in top[:topk]], indent=2) + "\n")
     acc = "-" if best["accuracy"] is None else f"{best['accuracy']:.4f}"
     n = best["evaluations"]
-    draw_block(
-        Block.parse(best["nsc"]),
+    arch = parse_any(best["nsc"])
+    arch.draw(
         run_dir / "best_block.png",
         title=f"best block: reward {best['reward']:.4f}"
         + (f" ± {best['reward_se']:.4f} (mean of {n})" if n > 1 else "")
         + f", accuracy {acc}",
     )
-    if network is not None:
-        draw_network(Block.parse(best["nsc"]), network, run_dir / "best_network.png")
+    if network is not None and arch.has_network:
+        draw_network(arch, network, run_dir / "best_network.png")
     plot_rewards(episodes, run_dir / "rewards.png")
     return best
 

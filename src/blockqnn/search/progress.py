@@ -17,7 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from blockqnn.search.ranking import ranked
-from blockqnn.space.nsc import Block
+from blockqnn.space.registry import build_space, parse_any
 
 
 class SearchProgress:
@@ -130,7 +130,7 @@ def summary_table(episodes: list[dict], k: int = 10, reevaluations: list[dict] =
             str(e["evaluations"]),
             "-" if e["accuracy"] is None else f"{e['accuracy']:.3f}",
             "-" if e["flops"] is None else f"{e['flops'] / 1e6:.1f}",
-            Block.parse(e["nsc"]).compact(),
+            parse_any(e["nsc"]).compact(),
         )
     return table
 
@@ -185,10 +185,13 @@ def startup_panel(
         sizes = f" ({len(dm._train):,} train / {len(dm._val):,} validation)"
     grid.add_row("data", f"{data.name}{sizes}")
     net = cfg.network
+    space = build_space(cfg.get("space"))
     grid.add_row(
         "network",
         f"{net.kind}, F={net.width}, N={net.blocks_per_stage}, {net.stages} stages; "
-        f"blocks of up to {cfg.space.max_layers} layers",
+        + space.describe()
+        if space.has_network
+        else space.describe(),
     )
     params = {
         k: v

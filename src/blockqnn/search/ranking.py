@@ -9,6 +9,7 @@ import json
 
 from blockqnn.result import is_measured
 from blockqnn.search.store import evaluation_stats
+from blockqnn.space.registry import parse_any
 
 METRICS = (
     "reward",
@@ -68,8 +69,10 @@ def ranked(
 
 
 def entry(ep: dict) -> dict:
+    nsc = json.loads(ep["nsc"])
     return {
-        "nsc": json.loads(ep["nsc"]),
+        "nsc": nsc,
+        **parse_any(nsc).labels(),  # NB201: the cell's Op0..Op5 and arch string
         "key": ep["key"],
         "episode": ep["id"],
         **{m: ep.get(m) for m in METRICS},

@@ -15,6 +15,7 @@ from blockqnn.agent import Agent, parse_schedule
 from blockqnn.config import SEARCH_TRAINER_KEYS, SearchConfig, check
 from blockqnn.errors import ConfigError
 from blockqnn.evaluator import evaluator_spec, make_evaluator
+from blockqnn.space.registry import build_space
 
 #: Keys that cannot change a search's results, so they may change between a search and its
 #: resumption (README "Resume"): trainer keys about display, logging and where it runs.
@@ -47,7 +48,7 @@ def fingerprint(cfg: DictConfig) -> dict:
         "network": ev["network"],
         "model": ev["model"],
         "reward": ev["reward"],
-        "max_layers": int(cfg.space.max_layers),
+        **space_of(cfg).fingerprint(),  # NSC: max_layers (as before spaces were pluggable)
         "trainer": trainer,
         "callbacks": ev["callbacks"],
         "reevaluate": reevaluate_settings(cfg),
@@ -92,10 +93,13 @@ def _instantiate(node: DictConfig, what: str, **kwargs):
         ) from None
 
 
+def space_of(cfg: DictConfig):
+    """The search space of the config (``space=``)."""
+    return build_space(cfg.get("space"))
+
+
 def build_agent(cfg: DictConfig):
-    agent = _instantiate(
-        cfg.agent.params, "agent", max_layers=int(cfg.space.max_layers), seed=int(cfg.seed)
-    )
+    agent = _instantiate(cfg.agent.params, "agent", space=space_of(cfg), seed=int(cfg.seed))
     if not isinstance(agent, Agent):
         raise ConfigError(
             f"agent.params._target_={cfg.agent.params._target_!r} is not an agent "

@@ -24,7 +24,7 @@ from typing import Any
 
 from blockqnn.errors import BlockQNNError, ConfigError
 from blockqnn.result import FIELDS as RESULT_COLUMNS
-from blockqnn.result import RETRIED, empty_result, is_measured
+from blockqnn.result import RETRIED, empty_result, evaluation_seed, is_measured
 
 APP = "blockqnn"
 SCHEMA_VERSION = 3
@@ -45,6 +45,7 @@ RESULT_SQL = """    status TEXT NOT NULL,
     wall_time REAL,
     error TEXT,
     history TEXT,
+    cost REAL,
 """
 
 SCHEMA = f"""
@@ -224,6 +225,10 @@ class SearchStore:
                 if "told" not in columns:  # folders from before predicted rewards were refreshed
                     with self.transaction() as db:
                         db.execute("ALTER TABLE episodes ADD COLUMN told INTEGER")
+                for table in ("episodes", "reevaluations"):  # from before results had a cost
+                    if "cost" not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+                        with self.transaction() as db:
+                            db.execute(f"ALTER TABLE {table} ADD COLUMN cost REAL")
             else:
                 self.db.executescript(SCHEMA + PARTS_TABLE + ";" + REEVAL_TABLE + ";")
                 with self.transaction():
@@ -447,10 +452,31 @@ class SearchStore:
         )
         return int(cur.lastrowid)
 
+    def begin_retrain(self, key: str, nsc: str, episode: int, run_seed: int) -> tuple[int, int]:
+        """A fresh evaluation of a known block for ``episode`` (an agent that never reuses a
+        result, e.g. evolution's child): a re-evaluation row with ``round = -1`` and
+        ``after_episode = episode``, saved with the episode at the next commit. A resumed search
+        finds the row the episode had (same repeat, same seed). Returns (row id, repeat)."""
+        row = self.db.execute(
+            "SELECT id, repeat FROM reevaluations WHERE key = ? AND round = -1 AND after_episode = ?",
+            (key, episode),
+        ).fetchone()
+        if row is not None:
+            return int(row[0]), int(row[1])
+        repeat = self.attempts(key) + 1
+        seed = evaluation_seed(run_seed, repeat)
+        return self.begin_reevaluation(key, nsc, repeat, seed, episode, -1), repeat
+
+    def retrained_episodes(self) -> set[int]:
+        """Episodes whose result is a fresh draw of a known block (:meth:`begin_retrain`)."""
+        rows = self.db.execute("SELECT after_episode FROM reevaluations WHERE round = -1")
+        return {int(r[0]) for r in rows}
+
     def rounds(self, after_episode: int) -> int:
         """Re-evaluation rounds begun after ``after_episode`` episodes."""
         row = self.db.execute(
-            "SELECT MAX(round) FROM reevaluations WHERE after_episode = ?", (after_episode,)
+            "SELECT MAX(round) FROM reevaluations WHERE after_episode = ? AND round >= 0",
+            (after_episode,),
         ).fetchone()
         return 0 if row[0] is None else int(row[0]) + 1
 

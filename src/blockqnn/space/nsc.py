@@ -16,12 +16,13 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, NamedTuple
 
 import igraph  # bliss canonical labelling of the coloured DAG (imported once, not in an evaluation)
 
-from blockqnn.errors import BlockError
+from blockqnn.errors import BlockError, ConfigError
+from blockqnn.space.base import SearchSpace
 
 #: The paper's maximum layer index during the search (Terminal not counted).
 DEFAULT_MAX_LAYERS = 23
@@ -180,6 +181,9 @@ class Block:
 
     layers: tuple[Layer, ...]
 
+    #: A block is stacked into a network (best_network.png); a NAS-Bench-201 cell's is fixed.
+    has_network = True
+
     # ----------------------------------------------------------------- construction
     @classmethod
     def parse(
@@ -242,6 +246,20 @@ class Block:
 
     def __str__(self) -> str:
         return self.to_json()
+
+    def labels(self) -> dict[str, Any]:
+        """Extra names of the block in best_block.json and topk.json (none: the NSC is its name)."""
+        return {}
+
+    def parts(self) -> list[str]:
+        """The block's layer kinds (per-kind shares in the analysis)."""
+        return [SHORT_NAMES[LayerType(la.type)] for la in self.body]
+
+    def draw(self, path, title: str | None = None) -> list:
+        """The block's DAG drawn to ``path`` (.png and .svg): :func:`blockqnn.space.draw.draw_block`."""
+        from blockqnn.space.draw import draw_block  # lazy: matplotlib only where a figure is drawn
+
+        return draw_block(self, path, title=title)
 
     def compact(self) -> str:
         """One line: ``1:conv3 2:max3(1) 3:add(1,2)``; a layer's inputs are shown unless it
@@ -381,3 +399,200 @@ def random_block(rng, max_layers: int = DEFAULT_MAX_LAYERS, min_layers: int = 1)
         if action.type == LayerType.TERMINAL:
             return Block(tuple(body) + (action,))
         body.append(action)
+
+
+@cache
+def actions_at(index: int, max_layers: int) -> tuple[tuple[int, ...], ...]:
+    """Legal actions at layer ``index`` (they depend on the index only), as plain tuples."""
+    partial = [Layer(i, 4, 0, i - 1, 0) for i in range(1, index)]  # any valid prefix of that length
+    return tuple(tuple(a) for a in legal_actions(partial, max_layers))
+
+
+@cache
+def actions_by_type(index: int, max_layers: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """The legal actions at layer ``index`` grouped by layer type."""
+    groups: dict[int, list] = {}
+    for a in actions_at(index, max_layers):
+        groups.setdefault(a[1], []).append(a)
+    return tuple(tuple(groups[t]) for t in sorted(groups))
+
+
+class NSCSpace(SearchSpace):
+    """BlockQNN's blocks of up to ``max_layers`` computing layers (``space=nsc``, the default).
+    A walk picks the layers one by one, then the Terminal; the key is the canonical labelling
+    of the block's DAG (:attr:`Block.key`)."""
+
+    name = "nsc"
+    has_network = True
+
+    def __init__(self, max_layers: int = DEFAULT_MAX_LAYERS, name: str = "nsc"):
+        if isinstance(max_layers, bool) or not isinstance(max_layers, int) or max_layers < 1:
+            raise ConfigError(f"space.max_layers={max_layers!r} must be a positive integer")
+        self.max_layers = int(max_layers)
+        self.max_steps = self.max_layers + 1
+
+    def parse(self, obj: Any) -> Block:
+        return Block.parse(obj, max_layers=self.max_layers)
+
+    def claims(self, obj: Any) -> bool:
+        try:
+            Block.parse(obj)
+        except BlockError:
+            return False
+        return True
+
+    def sample(self, rng) -> Block:
+        return random_block(rng, self.max_layers)
+
+    def actions(self, step: int) -> tuple[tuple[int, ...], ...]:
+        return actions_at(step + 1, self.max_layers)
+
+    def action_groups(self, step: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
+        return actions_by_type(step + 1, self.max_layers)
+
+    def ends(self, step: int, action: Sequence[int]) -> bool:
+        return action[1] == LayerType.TERMINAL
+
+    def normal_action(self, step: int, action: Sequence[int]) -> tuple[int, ...]:
+        idx, typ, kernel, p1, p2 = (int(v) for v in action)
+        if typ in TWO_INPUT:
+            p1, p2 = min(p1, p2), max(p1, p2)
+        return (idx, typ, kernel, p1, p2)
+
+    def build(self, actions: Sequence[Sequence[int]]) -> Block:
+        return Block(tuple(Layer(*a) for a in actions))
+
+    def decisions(self, arch: Block) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(int(v) for v in layer) for layer in arch.layers)
+
+    def fingerprint(self) -> dict[str, Any]:
+        # The key the fingerprint had before spaces were pluggable: NSC folders keep resuming.
+        return {"max_layers": self.max_layers}
+
+    def describe(self) -> str:
+        return f"blocks of up to {self.max_layers} layers"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"max_layers": self.max_layers}
+
+    # ------------------------------------------------------------------ evolution's moves
+    def mutate(self, arch: Block, rng) -> Block:
+        """One random change (regularized evolution): a layer's type, kernel or input, or a
+        layer added (spliced into an edge, or a new branch) or removed (its consumers take its
+        input); always a valid block other than the parent (a random block after 100 tries)."""
+        moves = ("type", "kernel", "input", "add", "remove")
+        for _ in range(100):
+            move = rng.choice(moves)
+            layers = [list(la) for la in arch.body]
+            if move == "add":
+                layers = self._insert(layers, rng)
+            elif move == "remove":
+                layers = self._remove(layers, rng)
+            else:
+                layers = self._change(layers, rng, move)
+            if layers is None:
+                continue
+            try:
+                child = Block.parse(layers, max_layers=self.max_layers)
+            except BlockError:
+                continue
+            if child.key != arch.key:
+                return child
+        return random_block(rng, self.max_layers)
+
+    def _change(self, layers: list[list[int]], rng, what: str) -> list[list[int]] | None:
+        i = rng.randrange(len(layers))
+        idx, typ, kernel, p1, p2 = layers[i]
+        if what == "type":
+            kind = LayerType(
+                rng.choice([t for t in LayerType if t not in (typ, LayerType.TERMINAL)])
+            )
+            kernel = rng.choice(KERNELS[kind])
+            if kind in TWO_INPUT and idx < 2:
+                return None
+            if kind in TWO_INPUT and typ not in TWO_INPUT:
+                p2 = rng.choice([p for p in range(idx) if p != p1])
+            elif kind in ONE_INPUT:
+                p2 = 0
+            typ = kind.value
+        elif what == "kernel":
+            choices = [k for k in KERNELS[LayerType(typ)] if k != kernel]
+            if not choices:
+                return None
+            kernel = rng.choice(choices)
+        else:
+            if idx < 2:
+                return None
+            if typ in TWO_INPUT and rng.random() < 0.5:
+                p2 = rng.choice([p for p in range(idx) if p not in (p1, p2)] or [p2])
+            else:
+                p1 = rng.choice([p for p in range(idx) if p not in (p1, p2)] or [p1])
+        layers[i] = [idx, typ, kernel, p1, p2]
+        return layers
+
+    def _insert(self, layers: list[list[int]], rng) -> list[list[int]] | None:
+        """A new one-input layer at a random position, reading an earlier output; one later
+        layer that read that output reads the new layer instead (spliced into the edge) when
+        there is one, otherwise the new layer is a new branch of the block's output."""
+        if len(layers) >= self.max_layers:
+            return None
+        at = rng.randrange(1, len(layers) + 2)  # the new layer's index
+        kind = LayerType(rng.choice(sorted(ONE_INPUT)))
+        src = rng.randrange(at)
+        new = [at, kind.value, rng.choice(KERNELS[kind]), src, 0]
+        shifted = []
+        for idx, typ, kernel, p1, p2 in layers:
+            bump = (lambda p: p + 1 if p >= at else p) if idx >= at else (lambda p: p)
+            shifted.append(
+                [idx + (idx >= at), typ, kernel, bump(p1), bump(p2) if typ in TWO_INPUT else 0]
+            )
+        readers = [
+            (j, slot)
+            for j, la in enumerate(shifted)
+            if la[0] > at
+            for slot in ((3, 4) if la[1] in TWO_INPUT else (3,))
+            if la[slot] == src
+        ]
+        if readers:
+            j, slot = readers[rng.randrange(len(readers))]
+            shifted[j][slot] = at
+        return sorted(shifted + [new])
+
+    def _remove(self, layers: list[list[int]], rng) -> list[list[int]] | None:
+        """A random layer removed: what read it reads its (first) input; later layers renumbered."""
+        if len(layers) < 2:
+            return None
+        at = rng.randrange(1, len(layers) + 1)
+        gone = layers[at - 1]
+        out = []
+        for idx, typ, kernel, p1, p2 in layers:
+            if idx == at:
+                continue
+
+            def fix(p: int) -> int:
+                p = gone[3] if p == at else p
+                return p - 1 if p > at else p
+
+            out.append([idx - (idx > at), typ, kernel, fix(p1), fix(p2) if typ in TWO_INPUT else 0])
+        return out
+
+    def neighbours(self, arch: Block) -> list[Block]:
+        """Every block one layer's type, kernel or input away (distinct keys, the parent left
+        out); adding and removing layers are left out (a neighbourhood of that size is a
+        local search's, which none of our strategies runs)."""
+        seen, out = {arch.key}, []
+        body = list(arch.body)
+        for i, layer in enumerate(body):
+            for alt in actions_at(layer.index, self.max_layers):
+                if alt[1] == LayerType.TERMINAL:
+                    continue
+                layers = [list(la) for la in body]
+                layers[i] = list(alt)
+                try:
+                    child = Block.parse(layers, max_layers=self.max_layers)
+                except BlockError:
+                    continue
+                if child.key not in seen:
+                    seen.add(child.key)
+                    out.append(child)
+        return out
