@@ -29,6 +29,7 @@ SUPPLIED = {
     "run_dir",
     "run_config",
     "name",
+    "space",
 }
 #: Groups whose options are whole experiments or settings, not constructors' homes.
 SKIP_GROUPS = {"hydra", "experiment", "debug", "paths"}

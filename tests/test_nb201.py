@@ -244,3 +244,35 @@ def test_nb201_resume_after_sigkill_matches_the_undisturbed_search(tmp_path, age
         json.loads((run / "best_block.json").read_text())["key"]
         == json.loads((tmp_path / "ref" / "best_block.json").read_text())["key"]
     )
+
+
+def test_report_and_comparison_serve_nb201_runs(tmp_path):
+    import sys
+
+    for agent in ("qlearning", "random"):
+        Search(compose_search(*SMALL, f"agent={agent}"), tmp_path / agent).run()
+    out = tmp_path / "r.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "blockqnn.report", str(tmp_path / "qlearning"), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    best = json.loads((tmp_path / "qlearning" / "best_block.json").read_text())
+    assert Cell.parse(best["nsc"]).compact() in text  # the cell named in its own short form
+    assert "<svg" in text and "The best block's network" not in text  # NB201's network is fixed
+    both = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "blockqnn.report",
+            str(tmp_path / "qlearning"),
+            str(tmp_path / "random"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert both.returncode == 0, both.stderr

@@ -25,7 +25,7 @@ from blockqnn.data.shapes import network_spec
 from blockqnn.errors import BlockQNNError
 from blockqnn.search.ranking import ranked
 from blockqnn.space.draw import draw_network
-from blockqnn.space.registry import parse_any
+from blockqnn.space.registry import draw_arch, parse_any
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}figure{display:inline-block;margin:0 1em 1em 0}
@@ -42,11 +42,7 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _draw(arch, path):
-    return arch.draw(path)
-
-
-def _svg(block, draw=_draw, *args) -> str:
+def _svg(block, draw=draw_arch, *args) -> str:
     """A drawing (``draw(block, *args, path)``: the architecture's own or draw_network) as
     inline SVG."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from blockqnn.result import is_measured
-from blockqnn.space.registry import parse_any
+from blockqnn.space.registry import draw_arch, parse_any
 from blockqnn.wandb_files import history_rows
 
 FIELDS = [
@@ -306,7 +306,8 @@ class WandbLogger(NoLogger):
         closed yet: rows of the queue come in order) with the summary."""
         folder = self.run_dir / "wandb" / "best"
         folder.mkdir(parents=True, exist_ok=True)
-        png = parse_any(best["nsc"]).draw(
+        png = draw_arch(
+            parse_any(best["nsc"]),
             folder / f"best_{episode}.png",
             title=f"episode {episode}: reward {best['reward']:.4f}",
         )[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from blockqnn.search.ranking import entry, ranked
 from blockqnn.space.draw import draw_network
-from blockqnn.space.registry import parse_any
+from blockqnn.space.registry import draw_arch, parse_any
 
 
 def write_outputs(
@@ -29,7 +29,8 @@ def write_outputs(
     acc = "-" if best["accuracy"] is None else f"{best['accuracy']:.4f}"
     n = best["evaluations"]
     arch = parse_any(best["nsc"])
-    arch.draw(
+    draw_arch(
+        arch,
         run_dir / "best_block.png",
         title=f"best block: reward {best['reward']:.4f}"
         + (f" ± {best['reward_se']:.4f} (mean of {n})" if n > 1 else "")

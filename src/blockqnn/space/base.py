@@ -5,7 +5,8 @@ loggers and the reports never ask which space they serve.
 A space's architectures (an NSC :class:`~blockqnn.space.nsc.Block`, a NAS-Bench-201
 :class:`~blockqnn.space.nb201.Cell`) share one small surface: ``key`` (the canonical key the
 store dedupes by), ``to_list()`` / ``to_json()`` (the JSON form stored in the ``nsc`` column and
-sent to evaluators), ``compact()`` (one line for tables and logs) and ``draw(path, title)``.
+sent to evaluators), ``compact()`` (one line for tables and logs), ``labels()`` (extra names in best_block.json) and
+``parts()`` (its layer kinds or ops); :func:`blockqnn.space.registry.draw_arch` draws either.
 
 The space itself, after NASLib's search-space interface: ``parse`` (validation and the text
 forms), ``sample`` (uniform), ``mutate`` (one random change, never the parent), ``neighbours``
@@ -34,8 +35,6 @@ class Architecture(Protocol):
     def to_json(self) -> str: ...
 
     def compact(self) -> str: ...
-
-    def draw(self, path, title: str | None = None) -> list: ...
 
 
 Action = tuple[int, ...]

@@ -173,7 +173,9 @@ class Cell:
                     "connectionstyle": f"arc3,rad={bend}",
                 },
             )
-            mx, my = (x0 + x1) / 2, (y0 + y1) / 2 + (0.35 if bend else 0.0)
+            # The label at the middle of the arc (matplotlib's arc3: a quadratic Bezier curve).
+            mx = (x0 + x1) / 2 + 0.5 * bend * (y1 - y0)
+            my = (y0 + y1) / 2 - 0.5 * bend * (x1 - x0)
             ax.text(
                 mx,
                 my,
@@ -199,7 +201,7 @@ class Cell:
         ax.set_ylim(-1.6, 1.6)
         ax.set_aspect("equal")
         ax.axis("off")
-        ax.set_title(title or self.arch, fontsize=9)
+        ax.set_title(title or self.compact(), fontsize=9)
         fig.tight_layout()
         base = str(path).rsplit(".", 1)[0] if str(path).endswith((".png", ".svg")) else str(path)
         written = []
@@ -216,7 +218,8 @@ class NB201Space(SearchSpace):
     max_steps = 6
     max_layers = 6  # decisions per walk (kept under an agent's ``max_layers`` in its state)
 
-    def __init__(self, name: str = "nb201"):
+    def __init__(self, name: str = "nb201", max_layers: int | None = None):
+        # max_layers: the NSC space's; unused here (debug=smoke sets it for any experiment)
         self._actions = tuple(tuple((t, op) for op in range(len(OPS))) for t in range(6))
 
     def parse(self, obj: Any) -> Cell:

@@ -255,12 +255,6 @@ class Block:
         """The block's layer kinds (per-kind shares in the analysis)."""
         return [SHORT_NAMES[LayerType(la.type)] for la in self.body]
 
-    def draw(self, path, title: str | None = None) -> list:
-        """The block's DAG drawn to ``path`` (.png and .svg): :func:`blockqnn.space.draw.draw_block`."""
-        from blockqnn.space.draw import draw_block  # lazy: matplotlib only where a figure is drawn
-
-        return draw_block(self, path, title=title)
-
     def compact(self) -> str:
         """One line: ``1:conv3 2:max3(1) 3:add(1,2)``; a layer's inputs are shown unless it
         takes the block's input only."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from blockqnn.errors import BlockError, ConfigError
 from blockqnn.space.base import SearchSpace
+from blockqnn.space.draw import draw_block
 from blockqnn.space.nb201 import Cell, NB201Space
 from blockqnn.space.nsc import Block, NSCSpace
 
@@ -40,6 +41,13 @@ def build_space(node: Any) -> SearchSpace:
             f"space._target_={node['_target_']!r} is not a search space; spaces: {', '.join(SPACES)}"
         )
     return space
+
+
+def draw_arch(arch, path, title: str | None = None) -> list:
+    """An architecture drawn to ``path`` (.png and .svg): an NSC block's DAG
+    (:func:`blockqnn.space.draw.draw_block`), a NAS-Bench-201 cell's edges (:meth:`Cell.draw`)."""
+    drawers = {Block: draw_block, Cell: Cell.draw}
+    return drawers[type(arch)](arch, path, title=title)
 
 
 def parse_any(obj: Any):
