@@ -57,7 +57,7 @@ CURVE = (10, 30, 100, 300, 1000)
 GROUPS = {
     "qlearning_paper": ["agent=qlearning_paper"],
     "qlearning": ["agent=qlearning"],
-    "qlearning_nb201": ["agent=qlearning_nb201"],
+    "qlearning_nb201": ["agent=qlearning_nb201", "SCHEDULE=linear"],
     "random": ["agent=random"],
     "evolution": ["agent=evolution", "agent.params.population=10", "agent.params.sample=3"],
     "tpe": ["agent=tpe"],
@@ -99,23 +99,51 @@ TUNE = {
     "step_short_random": ["agent=qlearning", "agent.params.state=step", "SCHEDULE=linear"],
     "ours_short_random": ["agent=qlearning", "SCHEDULE=linear"],
     "paper_short_random": ["agent=qlearning_paper", "SCHEDULE=linear"],
+    # Round 2 (after round 1's leads: the step state, the short random phase, lr 0.5, 256 replays)
+    "step_short_random_lr0.5": [
+        "agent=qlearning",
+        "agent.params.state=step",
+        "agent.params.learning_rate=0.5",
+        "SCHEDULE=linear",
+    ],
+    "step_short_random_replay256": [
+        "agent=qlearning",
+        "agent.params.state=step",
+        "agent.params.replay_size=256",
+        "SCHEDULE=linear",
+    ],
+    "step_short_random_bonus0.01": [
+        "agent=qlearning",
+        "agent.params.state=step",
+        "agent.params.count_bonus=0.01",
+        "SCHEDULE=linear",
+    ],
+    "step_greedier": ["agent=qlearning", "agent.params.state=step", "SCHEDULE=fast"],
 }
 TUNE_SEEDS = range(1000, 1050)
 
 
 def overrides(group: list[str], budget: int, dataset: str) -> list[str]:
+    """The search's overrides: ``experiment=nb201`` at the budget, the group's own, and the
+    epsilon schedule scaled to the budget's episodes: the paper's shares (``paper:<n>``) unless
+    the group says ``SCHEDULE=<name>`` (``linear``: ten levels 1.0, 0.9, ..., 0.1 of equal length;
+    ``fast``: 5% at 1.0, then 0.5, 0.2, 0.1, 0.05 of equal length)."""
     episodes, top, repeats = BUDGETS[budget]
     schedule = f"agent.epsilon_schedule=paper:{episodes}"
     rest = []
     for o in group:
-        if o == "SCHEDULE=linear":  # 10% random, then epsilon falling linearly to 0.1
-            first = max(1, episodes // 10)
-            steps = 9
-            each, extra = divmod(episodes - first, steps)
-            pairs = [[1.0, first]] + [
-                [round(0.9 - 0.1 * i, 2), each + (1 if i < extra else 0)] for i in range(steps)
-            ]
-            schedule = "agent.epsilon_schedule=" + json.dumps(pairs).replace(" ", "")
+        if o.startswith("SCHEDULE="):
+            name = o.split("=", 1)[1]
+            if name == "fast":
+                first = max(1, episodes // 20)
+                each, extra = divmod(episodes - first, 4)
+                pairs = [[1.0, first]] + [
+                    [eps, each + (1 if i < extra else 0)]
+                    for i, eps in enumerate((0.5, 0.2, 0.1, 0.05))
+                ]
+                schedule = "agent.epsilon_schedule=" + json.dumps(pairs).replace(" ", "")
+            else:
+                schedule = f"agent.epsilon_schedule={name}:{episodes}"
         else:
             rest.append(o)
     return [

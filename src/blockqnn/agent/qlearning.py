@@ -1,7 +1,12 @@
 """The paper's tabular Q-learning agent (BLOCKQNN.md section 4).
 
-State: the NSC of the current layer ((0, 0, 0, 0, 0) before the first). Action: the NSC of the
-next layer, or Terminal. An episode samples one block; after each result the agent stores the
+The agent walks any search space's decision process (:class:`blockqnn.space.base.SearchSpace`:
+NSC layers then the Terminal; NB201's six edges). State (``state``): ``previous``, the paper's,
+is the last decision ((0, 0, 0, 0, 0) before the first; an NSC layer carries its index, so the
+state is "the current layer"); ``step`` is the decision's position alone (one state per NSC
+layer index or NB201 edge: what every walk at that point shares, so the values generalise
+across partial architectures); ``partial`` is every decision so far (one state per partial
+architecture: nothing generalises). Action: the next decision (NSC: the next layer, or Terminal). An episode samples one block; after each result the agent stores the
 (block, reward) pair and replays ``replay_size`` stored trajectories, each from its last step
 back to its first, with
 

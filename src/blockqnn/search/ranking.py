@@ -38,7 +38,10 @@ def ranked(
     observed, the optimistic figure). The blocks evaluated the most times (the re-evaluated
     leaders, when there are re-evaluations) rank first, by their mean, then the others by theirs:
     a block's single lucky draw never outranks a leader's mean of several (``leaders_first``;
-    without it, by the mean alone, as re-evaluation chooses whom to re-train). Predicted, failed and
+    without it, by the mean alone, as re-evaluation chooses whom to re-train). A leader is a block
+    evaluated at least as often as the least-evaluated block that re-evaluation chose, so a block
+    that an agent sampled again and again (evolution's fresh draws of a surviving child) leads
+    by its mean once it has as many evaluations, never by its count alone. Predicted, failed and
     timed-out results never rank."""
     first: dict[str, dict] = {}
     for ep in episodes:
@@ -64,7 +67,7 @@ def ranked(
                 "reward_first": ep["reward"],
             }
         )
-    full = max((e["evaluations"] for e in out), default=1) if leaders_first else 0
+    full = _leader_count(out, reevaluations) if leaders_first else 0
     return sorted(out, key=lambda e: (e["evaluations"] < full, -e["reward"], e["id"]))
 
 
@@ -77,3 +80,13 @@ def entry(ep: dict) -> dict:
         "episode": ep["id"],
         **{m: ep.get(m) for m in METRICS},
     }
+
+
+def _leader_count(blocks: list[dict], reevaluations: list[dict]) -> int:
+    """The evaluations that make a block a leader: the fewest that any block chosen by
+    re-evaluation (rounds >= 0) has; with none chosen, the most any block has."""
+    chosen = {r["key"] for r in reevaluations if r.get("round", 0) >= 0}
+    counts = [e["evaluations"] for e in blocks if e["key"] in chosen]
+    if counts:
+        return min(counts)
+    return max((e["evaluations"] for e in blocks), default=1)
