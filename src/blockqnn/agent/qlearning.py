@@ -6,8 +6,9 @@ is the last decision ((0, 0, 0, 0, 0) before the first; an NSC layer carries its
 state is "the current layer"); ``step`` is the decision's position alone (one state per NSC
 layer index or NB201 edge: what every walk at that point shares, so the values generalise
 across partial architectures); ``partial`` is every decision so far (one state per partial
-architecture: nothing generalises). Action: the next decision (NSC: the next layer, or Terminal). An episode samples one block; after each result the agent stores the
-(block, reward) pair and replays ``replay_size`` stored trajectories, each from its last step
+architecture: nothing generalises). Action: the next decision (NSC: the next layer, or
+Terminal). An episode samples one block; after each result the agent stores the (block,
+reward) pair and replays ``replay_size`` stored trajectories, each from its last step
 back to its first, with
 
     Q(s_t, a_t) <- (1 - lr) Q(s_t, a_t) + lr [r_t + discount * max_a' Q(s_t+1, a')]
