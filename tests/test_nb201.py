@@ -276,3 +276,29 @@ def test_report_and_comparison_serve_nb201_runs(tmp_path):
         timeout=300,
     )
     assert both.returncode == 0, both.stderr
+
+
+def test_a_block_sampled_again_and_again_leads_by_its_mean_not_its_count():
+    """Evolution's fresh draws can give a mutation attractor dozens of evaluations; the
+    returned block is still the best mean among blocks evaluated as often as re-evaluation's
+    choices (3 here), never the most evaluated one."""
+    from blockqnn.search.ranking import ranked
+
+    def row(i, key, reward, **extra):
+        return {
+            "id": i,
+            "key": key,
+            "nsc": "[]",
+            "status": "ok",
+            "reward": reward,
+            "reused": 0,
+            **extra,
+        }
+
+    episodes = [row(0, "attractor", 0.5), row(1, "good", 0.7), row(2, "lucky", 0.9)]
+    reevaluations = [
+        {**row(10 + r, "attractor", 0.5), "repeat": r, "round": -1} for r in range(1, 12)
+    ] + [{**row(30 + r, "good", 0.7), "repeat": r, "round": 0} for r in (1, 2)]
+    top = ranked(episodes, reevaluations)
+    assert [e["key"] for e in top] == ["good", "attractor", "lucky"]
+    assert top[0]["evaluations"] == 3 and top[1]["evaluations"] == 12
