@@ -33,6 +33,7 @@ class FaultyEvaluator(SurrogateEvaluator):
         log: str | None = None,
         setup_s: float = 0.0,
         gate: str | None = None,
+        jitter_s: float = 0.0,
         **surrogate,
     ):
         super().__init__(
@@ -50,6 +51,9 @@ class FaultyEvaluator(SurrogateEvaluator):
             setup_s
         )  # a slow worker start-up (loading data), before any evaluation
         self.gate = gate  # while this file exists, every evaluation waits (a search held open)
+        # Each block's evaluation takes sleep_s plus up to jitter_s more, by its key: results
+        # of parallel workers arrive out of episode order (an asynchronous search's case).
+        self.jitter_s = float(jitter_s)
 
     def prepare(self) -> None:
         if self._model is None and self.setup_s:
@@ -80,8 +84,12 @@ class FaultyEvaluator(SurrogateEvaluator):
                     time.sleep(1.0)
             if self.fault == "crash":
                 os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(self.sleep_s)
-        return super().__call__(nsc, repeat)
+        spread = int(hashlib.sha1(Block.parse(nsc).key.encode()).hexdigest(), 16) % 10 / 9
+        start = time.perf_counter()
+        time.sleep(self.sleep_s + self.jitter_s * spread)
+        result = super().__call__(nsc, repeat)
+        # The time slept is the evaluation's (a slow candidate): the loop commits accordingly.
+        return {**result, "wall_time": time.perf_counter() - start}
 
 
 def attempts(log: str | Path) -> dict[str, int]:
@@ -175,6 +183,30 @@ def search_killed_after(
                 self._commit()
 
         Search._commit, Search._maybe_commit = commit_and_count, maybe_commit
+    root = Path(__file__).resolve().parents[1]
+    sys.argv = [str(root / "search.py"), *argv]
+    runpy.run_path(str(root / "search.py"), run_name="__main__")
+
+
+def search_killed_between_commit_and_logs(flushes: int, argv: list[str]) -> None:
+    """Run ``search.py argv`` in this process and SIGKILL it at its ``flushes``-th commit that
+    left episodes for the loggers, after the store committed them and before any logger got
+    them: the window a kill must not turn into a lost or a doubled log row."""
+    import runpy
+    import sys
+
+    from blockqnn.search.loop import Search
+
+    flush, seen = Search._flush_logs, [0]
+
+    def flush_or_die(self):
+        if self._unlogged:
+            seen[0] += 1
+            if seen[0] >= flushes:
+                os.kill(os.getpid(), signal.SIGKILL)
+        flush(self)
+
+    Search._flush_logs = flush_or_die
     root = Path(__file__).resolve().parents[1]
     sys.argv = [str(root / "search.py"), *argv]
     runpy.run_path(str(root / "search.py"), run_name="__main__")

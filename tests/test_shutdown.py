@@ -2,6 +2,7 @@
 run folder, resumes that refuse another recipe, W&B that holds every episode after kills, and
 the schedule's own iteration size."""
 
+import csv
 import io
 import json
 import os
@@ -9,6 +10,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 
 import psutil
@@ -352,41 +354,54 @@ def test_one_predicate_decides_what_is_measured(tmp_path):
 
 
 @pytest.mark.slow
-def test_wandb_holds_every_episode_once_after_kills(tmp_path):
-    """SIGKILL at several moments of a W&B-offline search, then resume: the run's files, read
-    back, hold every episode once."""
+@pytest.mark.parametrize("logger", ["wandb", "csv"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_loggers_hold_every_episode_once_after_kills_between_commit_and_log(tmp_path, logger, mode):
+    """SIGKILL twice right after the store committed episodes and before the loggers got them
+    (tests.faults.search_killed_between_commit_and_logs: an event, not the clock), then resume:
+    the W&B run's files (or episodes.csv) hold every episode exactly once. Asynchronous: two
+    pool workers whose evaluations take different times, so episodes arrive out of order (W&B
+    refused those whose step was lower than one it had)."""
     from blockqnn.search.loggers import run_id
     from blockqnn.wandb_files import history_rows
 
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
     env["HOME"] = str(tmp_path)
-    extra = [*SLOW_SURROGATE[:2], "logger=wandb", *SLOW_SURROGATE[3:], "+evaluator.sleep_s=0.15"]
-    import random
-
-    rng = random.Random(int(time.time()))
-    for _ in range(3):
-        proc = subprocess.Popen(
-            search_argv(run, *extra),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    extra = [*SLOW_SURROGATE[:2], f"logger={logger}", *SLOW_SURROGATE[3:]]
+    extra += ["+evaluator.sleep_s=0.02", "+evaluator.jitter_s=0.2"]
+    if mode == "async":
+        extra += ["executor=pool", "executor.cpu_workers=2", "search.asynchronous=true"]
+    argv = [f"hydra.run.dir={run}", *extra]
+    for flushes in (3, 5):  # each process dies at its n-th commit that has episodes to log
+        code = (
+            "from tests.faults import search_killed_between_commit_and_logs; "
+            f"search_killed_between_commit_and_logs({flushes}, {argv!r})"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
             cwd=ROOT,
             env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
-        target = finished(run) + rng.randint(2, 7)
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None and finished(run) < target:
-            time.sleep(0.01)
-        time.sleep(rng.random() * 0.3)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     done = subprocess.run(
         search_argv(run, *extra), capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    time.sleep(1)
-    steps = []
-    rid = run_id(run)
-    for f in (run / "wandb").glob(f"offline-run-*-{rid}*/run-{rid}.wandb"):
-        steps += [r["_step"] for r in history_rows(f) if "reward" in r]
-    assert sorted(steps) == list(range(32)), sorted(steps)
+    con = sqlite3.connect(run / "search.db")
+    order = [r[0] for r in con.execute("SELECT id FROM episodes ORDER BY finished_at, id")]
+    con.close()
+    if mode == "async":
+        assert order != sorted(order), "no episode arrived out of order: the test saw no such case"
+    if logger == "csv":
+        with open(run / "episodes.csv", newline="") as f:
+            logged = [int(r["episode"]) for r in csv.DictReader(f)]
+    else:
+        rid = run_id(run)
+        logged = []
+        for f in (run / "wandb").glob(f"offline-run-*-{rid}*/run-{rid}.wandb"):
+            logged += [int(r["episode"]) for r in history_rows(f) if "reward" in r]
+    assert sorted(logged) == list(range(32)), sorted(logged)

@@ -30,7 +30,6 @@ refused (a typo in ``executor.*`` is an error, not a silent default).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import multiprocessing as mp
 import os
@@ -46,6 +45,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from blockqnn.errors import ConfigError
 from blockqnn.evaluator import DDP_DEFAULT_TIMEOUT_S, make_evaluator
+from blockqnn.lifetime import die_with_parent
 from blockqnn.result import empty_result, failure
 
 Evaluator = Callable[[Any], dict]
@@ -176,24 +176,8 @@ _WORKER: dict[str, Any] = {}  # this worker process's evaluator (pool workers)
 
 
 def _die_with_parent(parent: int) -> None:
-    """End this worker process when its master dies, however it dies (SIGKILL included): the
-    kernel's parent-death signal on Linux, and a watchdog thread everywhere (it also covers a
-    master that died before the signal was set)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the watchdog alone
-        pass
-
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent:
-                os._exit(1)
-            time.sleep(0.5)
-
-    if os.getppid() != parent:
-        os._exit(1)
-    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+    """End this worker process when its master dies, however it dies (SIGKILL included)."""
+    die_with_parent(parent)
 
 
 def _worker_init(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from blockqnn.errors import ConfigError
+from blockqnn.lifetime import parent_death_signal
 from blockqnn.result import empty_result
 
 
@@ -56,9 +57,17 @@ def evaluate_ddp(nsc: Any, run: dict, devices: int, timeout: float | None = None
             str(dst),
         ]
         # Its own process group: torchrun and every rank are killed together when the
-        # evaluation times out or is interrupted (an executor's hard limit, Ctrl-C).
+        # evaluation times out or is interrupted (an executor's hard limit, Ctrl-C). And its
+        # life tied to this process: when this process dies without a word (a SIGKILLed
+        # master, a pool worker killed for a hung candidate, the OOM killer), the kernel kills
+        # torchrun, and each rank dies with torchrun (ddp_worker), so nothing holds the devices.
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            preexec_fn=parent_death_signal,
         )
         try:
             out, err = proc.communicate(timeout=None if timeout is None else timeout + 60)

@@ -14,9 +14,11 @@ from omegaconf import OmegaConf
 
 from blockqnn.evaluator.lightning import LightningEvaluator
 from blockqnn.evaluator.training import train_candidate
+from blockqnn.lifetime import die_with_parent
 
 
 def main(src: str, dst: str) -> None:
+    die_with_parent()  # a rank dies with torchrun (which dies with whoever launched it)
     job = json.loads(Path(src).read_text())
     run = job["run"]
     seed = run.pop(

@@ -157,14 +157,19 @@ def run_summary(episodes: list[dict]) -> dict[str, Any]:
 
 
 def wandb_steps(run_dir: Path, run: str) -> set[int]:
-    """The steps (episodes) of the W&B run ``run`` that its offline files in ``run_dir/wandb``
-    hold (every ``run-<id>.wandb`` of every earlier start of the run)."""
+    """The episodes of the W&B run ``run`` that its offline files in ``run_dir/wandb`` hold
+    (every ``run-<id>.wandb`` of every earlier start of the run; rows of earlier versions, whose
+    W&B step was the episode, count by their step)."""
 
     steps: set[int] = set()
     for path in sorted((Path(run_dir) / "wandb").glob(f"*-{run}*/run-{run}.wandb")):
         if path.parent.name == "latest-run":
             continue
-        steps |= {int(r["_step"]) for r in history_rows(path) if "_step" in r and "reward" in r}
+        steps |= {
+            int(r.get("episode", r.get("_step")))
+            for r in history_rows(path)
+            if "reward" in r and ("episode" in r or "_step" in r)
+        }
     return steps
 
 
@@ -264,6 +269,7 @@ class WandbLogger(NoLogger):
             tags=list(tags) if tags is not None else default_tags,
         )
         self.run = None
+        self._images: dict[int, Any] = {}  # episode -> the new best's drawing for its row
         self._closed = False
         self._error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue()
@@ -277,6 +283,11 @@ class WandbLogger(NoLogger):
 
             self.wandb = wandb
             self.run = wandb.init(**self._init, settings=wandb.Settings(console="off", quiet=True))
+            # Every row says its episode and the charts use it as their x axis; W&B's own step
+            # just counts rows, so an episode that arrives after a later one (an asynchronous
+            # search) is logged too (W&B drops a row whose step is lower than one it has).
+            self.run.define_metric("episode")
+            self.run.define_metric("*", step_metric="episode")
             while True:
                 item = self._queue.get()
                 if item is None:
@@ -302,8 +313,8 @@ class WandbLogger(NoLogger):
         self._queue.put(("call", lambda: self._best(episode, best)))
 
     def _best(self, episode: int, best: dict[str, Any]) -> None:
-        """Draw the new best block and log it (at its episode's step, which W&B has not
-        closed yet: rows of the queue come in order) with the summary."""
+        """Draw the new best block for its episode's row (the search logs the best before its
+        episode) and update the summary."""
         folder = self.run_dir / "wandb" / "best"
         folder.mkdir(parents=True, exist_ok=True)
         png = draw_arch(
@@ -312,7 +323,7 @@ class WandbLogger(NoLogger):
             title=f"episode {episode}: reward {best['reward']:.4f}",
         )[0]
         nsc = json.dumps(best["nsc"], separators=(",", ":"))
-        self.run.log({"best_block": self.wandb.Image(str(png), caption=nsc)}, step=episode)
+        self._images[episode] = self.wandb.Image(str(png), caption=nsc)
         self.run.summary.update(
             {
                 "best_reward": best["reward"],
@@ -333,8 +344,12 @@ class WandbLogger(NoLogger):
         def work() -> None:
             if self._init["mode"] != "online":
                 logged = wandb_steps(self.run_dir, self.id)
-            else:
-                logged = {e["id"] for e in episodes if e["id"] < int(self.run.starting_step or 0)}
+            else:  # one row per episode, logged in the order the store finished them
+                done = sorted(
+                    (e for e in episodes if e["status"] != "running"),
+                    key=lambda e: (e.get("finished_at") or 0.0, e["id"]),
+                )
+                logged = {e["id"] for e in done[: int(self.run.starting_step or 0)]}
             for row in catch_up_rows(episodes, logged):
                 self._log_row(row)
 
@@ -350,14 +365,15 @@ class WandbLogger(NoLogger):
         self._queue.put(("call", work))
 
     def _log_row(self, payload: dict) -> None:
-        self.run.log(
-            {
-                k: payload[k]
-                for k in FIELDS + COUNTS
-                if k not in ("nsc", "key") and payload.get(k) is not None
-            },
-            step=int(payload["episode"]),
-        )
+        row = {
+            k: payload[k]
+            for k in FIELDS + COUNTS
+            if k not in ("nsc", "key") and payload.get(k) is not None
+        }
+        image = self._images.pop(int(payload["episode"]), None)
+        if image is not None:
+            row["best_block"] = image
+        self.run.log(row)
 
     def finish(self, episodes, best, run_dir) -> None:
         self._closed = True

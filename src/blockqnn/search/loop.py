@@ -148,6 +148,7 @@ class Search:
             # Episodes evaluated again as a fresh draw (agents with retrains_known, e.g.
             # evolution: a child already evaluated): episode -> (re-evaluation row, repeat).
             self.retrains: dict[int, tuple[int, int]] = {}
+            self._unlogged: list = []  # logger calls waiting for the store's next commit
             self.retrains_known = bool(getattr(agent, "retrains_known", False))
             self.queue: list[int] = []  # sampled episodes waiting for a free executor slot
             self.ready: dict[
@@ -340,7 +341,8 @@ class Search:
                 self.counts["reevaluated"] += 1
                 if is_measured(result):
                     self._relabel(row["key"])
-                self.logger.log_reevaluation({"key": row["key"], "repeat": row["repeat"], **result})
+                logged = {"key": row["key"], "repeat": row["repeat"], **result}
+                self._unlogged.append(lambda logged=logged: self.logger.log_reevaluation(logged))
                 self._uncommitted_work += float(result.get("wall_time") or 0.0)
                 self._maybe_commit()  # group commits, as for episodes (a relabel snapshots the Q table)
         self._commit()
@@ -390,10 +392,18 @@ class Search:
 
     def _commit(self) -> None:
         """Commit the episodes written since the last commit with the agent's state now (the
-        loop calls it between episodes only)."""
+        loop calls it between episodes only), then hand what they hold to the loggers: a
+        logger never holds what the store may lose, and what a kill between the two keeps from
+        the loggers, their catch-up on resume logs (each logger knows what its files hold)."""
         self.store.commit(self._state())
         self._committed_at = time.monotonic()
         self._uncommitted_work = 0.0
+        self._flush_logs()
+
+    def _flush_logs(self) -> None:
+        unlogged, self._unlogged = self._unlogged, []
+        for log_it in unlogged:
+            log_it()
 
     def _state(self) -> tuple[dict, dict]:
         """The agent's and the predictor's state, saved at each commit: small states, and
@@ -544,31 +554,30 @@ class Search:
         )
         if improved:
             self.best = reward
-        self.logger.log_episode(
-            {
-                "episode": episode,
-                "iteration": iteration,
-                "epsilon": epsilon,
-                **result,
-                "best_reward": self.best,
-                "reused": int(reused),
-                "predicted": int(predicted),
-                "key": block.key,
-                "nsc": json.dumps(block.to_list()),
-                **self.counts,
-                "elapsed_s": round(time.monotonic() - self._started, 3),
-            }
-        )
+        row = {
+            "episode": episode,
+            "iteration": iteration,
+            "epsilon": epsilon,
+            **result,
+            "best_reward": self.best,
+            "reused": int(reused),
+            "predicted": int(predicted),
+            "key": block.key,
+            "nsc": json.dumps(block.to_list()),
+            **self.counts,
+            "elapsed_s": round(time.monotonic() - self._started, 3),
+        }
+        # Logged once the store has committed it (never before: a kill in between would log
+        # it twice), the new best's drawing first, so W&B shows it with its episode's row.
         if improved:
-            self.logger.log_best(
-                episode,
-                {
-                    "reward": reward,
-                    "accuracy": result.get("accuracy"),
-                    "nsc": block.to_list(),
-                    "key": block.key,
-                },
-            )
+            best = {
+                "reward": reward,
+                "accuracy": result.get("accuracy"),
+                "nsc": block.to_list(),
+                "key": block.key,
+            }
+            self._unlogged.append(lambda: self.logger.log_best(episode, best))
+        self._unlogged.append(lambda: self.logger.log_episode(row))
         self.progress.advance(episode, iteration, epsilon, self.best, self.counts)
         if len(self.failures) >= self.max_failures:
             first_episode, first = self.failures[0]
