@@ -354,3 +354,26 @@ def test_the_evaluator_stores_the_data_in_the_networks_layout():
     assert (
         result["status"] == "ok" and 0.0 <= result["accuracy"] <= 1.0
     )  # trains end to end in NHWC
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_test_folder_missing_a_class_keeps_the_training_labels(tmp_path, in_memory):
+    """test/ lacks class1: class2's test images keep label 2 (ImageFolder alone would call them
+    1 and report a wrong test accuracy without a word); a test class unknown to train/ is refused."""
+    import shutil
+
+    write_folder(tmp_path, classes=3, per_class=4, size=24)
+    shutil.rmtree(tmp_path / "test" / "class1")
+    cfg = {"name": "image_folder", "root": str(tmp_path), "input_size": 16, "val_fraction": 0.25}
+    if not in_memory:
+        cfg.update(in_memory=False, num_workers=0)
+    dm = build_datamodule(cfg, batch_size=8, seed=0)
+    dm.setup()
+    labels = torch.cat([y for _, y in dm.test_dataloader()])
+    assert sorted(labels.tolist()) == [0] * 4 + [2] * 4
+    (tmp_path / "test" / "class9").mkdir()
+    shutil.copy(tmp_path / "test" / "class0" / "0.png", tmp_path / "test" / "class9" / "0.png")
+    dm = build_datamodule(cfg, batch_size=8, seed=0)
+    dm.setup()
+    with pytest.raises(ConfigError, match="class9"):
+        list(dm.test_dataloader())

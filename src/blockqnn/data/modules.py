@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from blockqnn.config import build
-from blockqnn.data.sources import SOURCE_KEYS, SOURCES
+from blockqnn.data.sources import SOURCE_KEYS, SOURCES, RemapLabels, test_label_map
 from blockqnn.data.tensors import TensorLoader, TensorSplit
 from blockqnn.errors import ConfigError
 
@@ -346,8 +346,11 @@ class StreamingImageFolder(L.LightningDataModule):
         from torchvision.datasets import ImageFolder
 
         self.test_reads += 1
+        labels = RemapLabels(test_label_map(self.root))  # test classes by the training set's labels
         return self._loader(
-            ImageFolder(str(self.root / "test"), transform=self._transforms(False)),
+            ImageFolder(
+                str(self.root / "test"), transform=self._transforms(False), target_transform=labels
+            ),
             False,
             self.eval_batch_size,
         )

@@ -114,10 +114,40 @@ def _cifar(cls_name: str):
     return load
 
 
-def _image_folder_split(folder: Path, size: int, skip_unreadable: bool = False) -> TensorSplit:
+def test_label_map(root: Path) -> list[int]:
+    """For each class folder of ``root/test`` (in ImageFolder's sorted order), the label the
+    training set gives that class (``root/train``'s own order): a test folder that lacks a
+    class keeps every other class's label. A test class with no training folder is refused."""
+    train = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    test_dir = root / "test"
+    test = sorted(p.name for p in test_dir.iterdir() if p.is_dir()) if test_dir.is_dir() else []
+    unknown = [c for c in test if c not in train]
+    if unknown:
+        raise ConfigError(
+            f"{test_dir} has class folder(s) that {root / 'train'} lacks: "
+            f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} (a test class must be a "
+            "training class)"
+        )
+    return [train.index(c) for c in test]
+
+
+class RemapLabels:
+    """A picklable target transform: ImageFolder's label -> the training set's label."""
+
+    def __init__(self, mapping: list[int]):
+        self.mapping = list(mapping)
+
+    def __call__(self, target: int) -> int:
+        return self.mapping[target]
+
+
+def _image_folder_split(
+    folder: Path, size: int, skip_unreadable: bool = False, labels: list[int] | None = None
+) -> TensorSplit:
     """Decode a torchvision ImageFolder into uint8 tensors of ``size`` x ``size``. Files that
     cannot be decoded are refused in one message naming them, or with ``skip_unreadable``
-    left out (with a count on the log)."""
+    left out (with a count on the log). ``labels``: each class folder's label (the test split's
+    mapped through the training set's classes, :func:`test_label_map`)."""
 
     # lazy: torchvision only for image folders and CIFAR
     import torchvision
@@ -141,7 +171,7 @@ def _image_folder_split(folder: Path, size: int, skip_unreadable: bool = False) 
             bad.append((ds.samples[i][0], type(exc).__name__))
             continue
         images[len(kept)] = img if img.shape[0] == 3 else img.expand(3, -1, -1)
-        kept.append(ds.targets[i])
+        kept.append(ds.targets[i] if labels is None else labels[ds.targets[i]])
     if bad and not skip_unreadable:
         names = ", ".join(f"{p} ({why})" for p, why in bad[:5]) + (
             f" and {len(bad) - 5} more" if len(bad) > 5 else ""
@@ -172,7 +202,7 @@ def _image_folder(cfg: dict):
     skip = bool(cfg.get("skip_unreadable", False))
     return (
         _image_folder_split(root / "train", size, skip),
-        lambda: _image_folder_split(root / "test", size, skip),
+        lambda: _image_folder_split(root / "test", size, skip, test_label_map(root)),
     )
 
 
