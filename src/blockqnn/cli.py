@@ -31,15 +31,40 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _task_overrides() -> list[str]:
+    # lazy: Hydra's runtime only when it runs
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task)
+
+
 def run_search(cfg: DictConfig):
     # lazy: each entry point loads only its own side (search.py never loads train.py's stack)
+    from hydra import compose
+
     from blockqnn.search.loop import Search
+    from blockqnn.search.origin import current_origin, merged, restore_hydra_files, stored_origin
     from blockqnn.search.setup import validate
 
+    folder = run_dir()
+    given = _task_overrides()
+    origin = stored_origin(folder)
     try:
+        if origin is not None:  # resume with the folder's own configuration (search/origin.py)
+            overrides = merged(origin["overrides"], given)
+            if overrides != given:
+                cfg = compose(config_name="search", overrides=overrides)
+                print(
+                    "resuming with the folder's own overrides: " + " ".join(overrides),
+                    file=sys.stderr,
+                )
+            restore_hydra_files(folder, origin)
         evaluator = validate(cfg)
-        return Search(cfg, run_dir(), evaluator=evaluator).run()
+        search = Search(cfg, folder, evaluator=evaluator)
+        search.origin = origin or current_origin(folder, given)
+        return search.run()
     except BlockQNNError as exc:
+        restore_hydra_files(folder, origin)  # a refused start leaves the folder as it was
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -99,6 +99,9 @@ class Search:
         with contextlib.ExitStack() as stack:
             stack.enter_context(RunLock(self.run_dir))  # one master per run folder
             store = SearchStore(self.run_dir / "search.db", fingerprint(self.cfg))
+            origin = getattr(self, "origin", None)
+            if origin is not None:  # the start that created the folder (search/origin.py)
+                store.keep_origin(origin)
             stack.callback(
                 store.close
             )  # drops the uncommitted episodes: the agent may be mid-update

@@ -452,6 +452,11 @@ class SearchStore:
         )
         return int(cur.lastrowid)
 
+    def keep_origin(self, origin: dict) -> None:
+        """Store the folder's origin (search/origin.py) unless it holds one: the first start's."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('origin', ?)", (json.dumps(origin),))
+
     def begin_retrain(self, key: str, nsc: str, episode: int, run_seed: int) -> tuple[int, int]:
         """A fresh evaluation of a known block for ``episode`` (an agent that never reuses a
         result, e.g. evolution's child): a re-evaluation row with ``round = -1`` and
