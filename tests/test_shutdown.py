@@ -257,6 +257,27 @@ def test_the_lock_refuses_in_process_and_frees_on_exit(tmp_path):
                 pass
     with RunLock(tmp_path):  # released
         pass
+    assert (tmp_path / "search.lock").read_text() == ""  # a clean exit names no owner
+
+
+def test_a_filesystem_without_locks_is_named_not_taken_for_a_live_owner(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from blockqnn.search import lock
+
+    def no_locks(fd, how):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(
+        lock.LocksUnsupported, match="does not support file locks.*BLOCKQNN_NO_LOCK=1"
+    ):
+        with lock.RunLock(tmp_path):
+            pass
+    monkeypatch.setenv("BLOCKQNN_NO_LOCK", "1")
+    with lock.RunLock(tmp_path):  # the user's choice: run without the guard
+        pass
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ and start time, so a second search on a live folder is refused with one line nam
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -24,6 +25,15 @@ class FolderInUse(BlockQNNError):
     """Another live search holds this run folder."""
 
 
+class LocksUnsupported(BlockQNNError):
+    """The run folder's filesystem refuses file locks (some network filesystems)."""
+
+
+#: Set to 1 to run without the folder lock where the filesystem has none (README "One search
+#: per folder"): nothing then keeps a second search off the folder.
+NO_LOCK_ENV = "BLOCKQNN_NO_LOCK"
+
+
 class RunLock:
     """``with RunLock(run_dir):`` holds the folder's lock, or raises FolderInUse at once."""
 
@@ -38,7 +48,17 @@ class RunLock:
         )  # never truncated before the lock is ours: the owner's line stays readable
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                f.close()
+                if os.environ.get(NO_LOCK_ENV) == "1":
+                    return self  # the user's choice: no lock on this filesystem
+                raise LocksUnsupported(
+                    f"cannot lock {self.path}: {exc.strerror or exc} (the filesystem does not "
+                    "support file locks, as some network filesystems do not). Run folders belong "
+                    "on a local disk (SQLite's WAL journal needs one too); to run here anyway, "
+                    f"without the one-search-per-folder guard, set {NO_LOCK_ENV}=1"
+                ) from None
             f.seek(0)
             text = f.read().strip()
             f.close()
@@ -69,5 +89,8 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         if self.file is not None:
-            self.file.close()  # closing releases the lock; the file stays (a new owner rewrites it)
+            self.file.seek(0)
+            self.file.truncate()  # no owner named once it is gone (a new owner rewrites it)
+            self.file.flush()
+            self.file.close()  # closing releases the lock; the file stays
             self.file = None
