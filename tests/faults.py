@@ -232,3 +232,51 @@ def killed_search(
     return subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=timeout
     )
+
+
+def search_signalled(argv: list[str], at_result: int | None, in_outputs: bool, in_close: bool):
+    """Run ``search.py argv`` in this process and send it SIGTERM: after its ``at_result``-th
+    recorded result (None: never), while it writes its final outputs (``in_outputs``), and
+    while it closes its executor (``in_close``: a scheduler's second SIGTERM). Events, not the
+    clock."""
+    import runpy
+    import sys
+
+    from blockqnn import executors
+    from blockqnn.search import loop
+    from blockqnn.search.store import SearchStore
+
+    def term():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # bytecodes: where CPython runs the Python handler
+            pass
+
+    if at_result is not None:
+        finish, seen = SearchStore.finish, [0]
+
+        def finish_then_term(self, *args, **kwargs):
+            finish(self, *args, **kwargs)
+            seen[0] += 1
+            if seen[0] == at_result:
+                term()
+
+        SearchStore.finish = finish_then_term
+    if in_outputs:
+        write = loop.write_outputs
+
+        def write_with_term(*args, **kwargs):
+            term()
+            return write(*args, **kwargs)
+
+        loop.write_outputs = write_with_term
+    if in_close:
+        close = executors.LocalExecutor.close
+
+        def close_with_term(self):
+            term()
+            return close(self)
+
+        executors.LocalExecutor.close = close_with_term
+    root = Path(__file__).resolve().parents[1]
+    sys.argv = [str(root / "search.py"), *argv]
+    runpy.run_path(str(root / "search.py"), run_name="__main__")

@@ -426,3 +426,80 @@ def test_loggers_hold_every_episode_once_after_kills_between_commit_and_log(tmp_
         for f in (run / "wandb").glob(f"offline-run-*-{rid}*/run-{rid}.wandb"):
             logged += [int(r["episode"]) for r in history_rows(f) if "reward" in r]
     assert sorted(logged) == list(range(32)), sorted(logged)
+
+
+def test_an_alarm_that_lands_as_the_evaluation_returns_keeps_its_result(monkeypatch):
+    """The alarm lands after the evaluation returned, while the timer is being disarmed (here:
+    sent from setitimer's call that stops it): the result stands and nothing escapes (before,
+    the time-limit exception was raised out of the executor)."""
+    import os
+
+    from blockqnn import executors
+
+    real = signal.setitimer
+
+    def stop_late(which, seconds, *rest):
+        if seconds == 0:  # disarming: the alarm comes now, as if it had been just due
+            os.kill(os.getpid(), signal.SIGALRM)
+            for _ in range(1000):  # bytecodes, where CPython runs the Python handler
+                pass
+        return real(which, seconds, *rest)
+
+    monkeypatch.setattr(executors.signal, "setitimer", stop_late)
+    before = signal.getsignal(signal.SIGALRM)
+    for _ in range(20):
+        assert executors._evaluate_with_alarm(lambda nsc: {"status": "ok"}, [], 30.0, "here") == {
+            "status": "ok"
+        }
+    assert signal.getsignal(signal.SIGALRM) == before
+
+
+@pytest.mark.parametrize(
+    "at_result,in_outputs,in_close,code",
+    [
+        (None, True, False, 0),  # during the finished search's outputs: they complete, exit 0
+        (5, False, True, 143),  # a second SIGTERM while the stopped search closes: 143, clean
+    ],
+)
+def test_stop_signals_while_writing_outputs_or_closing_are_noted_not_raised(
+    tmp_path, at_result, in_outputs, in_close, code
+):
+    run = tmp_path / "run"
+    argv = [f"hydra.run.dir={run}", *SLOW_SURROGATE, "search.max_episodes=12"]
+    script = (
+        "from tests.faults import search_signalled; "
+        f"search_signalled({argv!r}, {at_result!r}, {in_outputs!r}, {in_close!r})"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    if code == 0:
+        assert json.loads((run / "best_block.json").read_text())["nsc"]
+        assert "they are complete" in proc.stderr
+    else:
+        assert "terminated (SIGTERM)" in proc.stderr
+        resumed = subprocess.run(
+            search_argv(run, *SLOW_SURROGATE, "search.max_episodes=12"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert resumed.returncode == 0, resumed.stderr[-2000:]  # the lock and store were let go
+
+
+def test_a_hung_wandb_finish_is_bounded(tmp_path, caplog):
+    import threading
+
+    from blockqnn.search.loggers import WandbLogger
+
+    logger = WandbLogger.__new__(WandbLogger)  # its W&B thread, hung (an upload that never ends)
+    gate = threading.Event()
+    logger._thread = threading.Thread(target=gate.wait, daemon=True)
+    logger._thread.start()
+    logger.finish_timeout_s, logger.run_dir = 0.2, tmp_path
+    with caplog.at_level("WARNING", logger="blockqnn.search"):
+        logger._join("finish")  # returns after the bound, saying so
+    gate.set()
+    assert "did not finish within 0.2 s" in caplog.text and "wandb sync" in caplog.text

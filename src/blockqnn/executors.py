@@ -127,23 +127,38 @@ def _evaluate_with_alarm(
     left running: the evaluation is this thread."""
     limit = hard_limit(timeout_s)
     alarm = limit is not None and threading.current_thread() is threading.main_thread()
-    if alarm:
+    if not alarm:
+        try:
+            return _call(evaluate, nsc, repeat)
+        except Exception as exc:  # noqa: BLE001 - a bug: recorded as failed, with its traceback
+            return failure(exc, "the evaluation raised")
 
-        def _raise(signum, frame):
+    done = [False]
+
+    def _raise(signum, frame):
+        if not done[0]:  # an alarm after the evaluation ended is dropped, never raised
             raise _HardTimeout()
 
-        previous = signal.signal(signal.SIGALRM, _raise)
-        signal.setitimer(signal.ITIMER_REAL, limit)
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    result = None
     try:
-        return _call(evaluate, nsc, repeat)
+        result = _call(evaluate, nsc, repeat)
+        done[0] = True
     except _HardTimeout:
-        return _stopped(timeout_s, f"interrupted {where}")
+        done[0] = True
+        if result is None:  # an alarm right after the evaluation returned keeps its result
+            result = _stopped(timeout_s, f"interrupted {where}")
     except Exception as exc:  # noqa: BLE001 - a bug: recorded as failed, with its traceback
-        return failure(exc, "the evaluation raised")
+        done[0] = True
+        result = failure(exc, "the evaluation raised")
     finally:
-        if alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+        done[0] = True
+        # The timer off, then the handler back; a signal that CPython noted meanwhile reaches
+        # _raise (harmless now) or the previous handler's default, which Python never runs.
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    return result
 
 
 class LocalExecutor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import netrc
 import os
 import queue
@@ -239,7 +240,9 @@ class WandbLogger(NoLogger):
         group: str | None = None,
         job_type: str | None = None,
         tags: list[str] | None = None,
+        finish_timeout_s: float = 120.0,
     ):
+        self.finish_timeout_s = float(finish_timeout_s)
 
         os.environ.setdefault("WANDB_SILENT", "true")
         run_dir = Path(run_dir)
@@ -379,7 +382,7 @@ class WandbLogger(NoLogger):
         self._closed = True
         self._queue.put(("call", lambda: self._summary(episodes, best, run_dir)))
         self._queue.put(None)
-        self._thread.join()
+        self._join("finish")
         self._check()
 
     def close(self) -> None:
@@ -388,7 +391,20 @@ class WandbLogger(NoLogger):
         self._closed = True
         self._queue.put(("call", lambda: self.run.finish()))
         self._queue.put(None)
-        self._thread.join(timeout=60)
+        self._join("close")
+
+    def _join(self, what: str) -> None:
+        """Wait for the W&B thread at most ``finish_timeout_s`` (an upload can hang for ever):
+        past it the search goes on to exit, saying so; the run's files stay in wandb/."""
+        self._thread.join(timeout=self.finish_timeout_s)
+        if self._thread.is_alive():
+            logging.getLogger("blockqnn.search").warning(
+                "W&B did not %s within %g s (logger.finish_timeout_s); the search goes on without "
+                "it. Its files are in %s (offline runs: `wandb sync` uploads them)",
+                what,
+                self.finish_timeout_s,
+                self.run_dir / "wandb",
+            )
 
     def _summary(self, episodes, best, run_dir) -> None:
         table = self.wandb.Table(columns=FIELDS[:-1] + ["nsc"])

@@ -34,7 +34,7 @@ from blockqnn.search.setup import (
     schedule_of,
     space_of,
 )
-from blockqnn.search.signals import SearchInterrupted, SearchTerminated, stop_signals
+from blockqnn.search.signals import SearchInterrupted, SearchTerminated, SignalGuard
 from blockqnn.search.store import SearchStore, parts_of
 from blockqnn.space.base import Architecture
 
@@ -97,6 +97,8 @@ class Search:
         self.console = console
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
+            guard = SignalGuard()
+            stack.callback(guard.restore)  # last of all: the handlers from before the search
             stack.enter_context(RunLock(self.run_dir))  # one master per run folder
             store = SearchStore(self.run_dir / "search.db", fingerprint(self.cfg))
             origin = getattr(self, "origin", None)
@@ -172,17 +174,25 @@ class Search:
             self._committed_at = time.monotonic()
             self._uncommitted_work = 0.0  # evaluation seconds of the results not yet committed
             self._told_at_start = done
-            stack.enter_context(stop_signals())  # Ctrl-C and SIGTERM raise SearchInterrupted
+            # First on the way out: a signal while the outputs are written and the executor, the
+            # logger, the store and the lock close is noted, never raised (closing takes seconds
+            # to a minute; a scheduler's second SIGTERM must not cut it short).
+            stack.callback(guard.defer)
+            guard.arm()  # Ctrl-C and SIGTERM raise SearchInterrupted from here
             try:
                 with self.progress:
                     self._loop(running)
                     self._reevaluate()  # the leading blocks again, with fresh seeds, before naming the best
                     self.agent.compact()  # a finished search's state restores fast (reports, extensions)
                     self._commit()
+                guard.defer()  # the search is done: its outputs are written whatever comes now
+                return self._finish_outputs(store, executor, logger, guard)
             except SearchFailed:  # raised after its episode was written: the state is consistent
+                guard.defer()
                 self._commit()
                 raise
             except (KeyboardInterrupt, SearchInterrupted) as exc:
+                guard.defer()
                 how = (
                     "terminated (SIGTERM)"
                     if getattr(exc, "signum", None) == signal.SIGTERM
@@ -199,16 +209,26 @@ class Search:
                 if getattr(exc, "signum", None) == signal.SIGTERM:
                     raise SearchTerminated() from None
                 raise KeyboardInterrupt from None
-            executor.close()
-            episodes = store.episodes()
-            reevaluations = store.reevaluations()
-            top = write_outputs(
-                self.run_dir, episodes, int(self.cfg.search.topk), reevaluations, self._network()
+
+    def _finish_outputs(self, store, executor, logger, guard: SignalGuard) -> dict | None:
+        """The finished search's outputs, with stop signals noted, not raised (``guard``)."""
+        console = self.console
+        executor.close()
+        episodes = store.episodes()
+        reevaluations = store.reevaluations()
+        top = write_outputs(
+            self.run_dir, episodes, int(self.cfg.search.topk), reevaluations, self._network()
+        )
+        logger.finish(episodes, top, self.run_dir)
+        console.print(summary_table(episodes, int(self.cfg.search.topk), reevaluations))
+        console.print(outputs_line(self.run_dir, SEARCH_OUTPUTS))
+        if guard.received:
+            console.print(
+                "[yellow]a stop signal came while the finished search wrote its outputs[/]: "
+                "they are complete.",
+                soft_wrap=True,
             )
-            logger.finish(episodes, top, self.run_dir)
-            console.print(summary_table(episodes, int(self.cfg.search.topk), reevaluations))
-            console.print(outputs_line(self.run_dir, SEARCH_OUTPUTS))
-            return top
+        return top
 
     def _network(self) -> dict | None:
         """The searched network's spec for its drawing, from the config (the master of a pool

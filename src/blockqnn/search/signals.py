@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 
@@ -29,15 +28,36 @@ def raise_interrupt(signum, frame):
     raise SearchInterrupted(signum)
 
 
-@contextlib.contextmanager
-def stop_signals():
-    """SIGINT and SIGTERM raise SearchInterrupted in the search's (main) thread while it runs."""
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, raise_interrupt)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+class SignalGuard:
+    """Ctrl-C and SIGTERM over a search's life, in three phases. ``arm()``: they raise
+    :class:`SearchInterrupted` in the search's (main) thread. ``defer()``: they are noted, not
+    raised, while the search writes its final outputs and closes its executor, store, logger and
+    lock (a scheduler's second SIGTERM must not kill the master mid-close; a fourth Ctrl-C of an
+    impatient user neither). ``restore()``: the handlers from before the search. Off the main
+    thread (a notebook's worker thread) it does nothing: only the main thread gets signals."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.active = threading.current_thread() is threading.main_thread()
+        self.previous = {s: signal.getsignal(s) for s in self.SIGNALS} if self.active else {}
+        self.received: list[int] = []
+
+    def _set(self, handler) -> None:
+        if self.active:
+            for sig in self.SIGNALS:
+                signal.signal(sig, handler)
+
+    def arm(self) -> None:
+        self._set(raise_interrupt)
+
+    def _note(self, signum, frame) -> None:
+        self.received.append(signum)
+
+    def defer(self) -> None:
+        self._set(self._note)
+
+    def restore(self) -> None:
+        if self.active:
+            for sig, handler in self.previous.items():
+                signal.signal(sig, handler)
