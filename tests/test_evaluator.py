@@ -215,3 +215,25 @@ def test_evaluate_in_a_worker_process():
     local = evaluate(BLOCK)
     assert remote["status"] == "ok"
     assert remote["accuracy"] == pytest.approx(local["accuracy"], abs=1e-6)
+
+
+def test_a_reevaluation_draws_a_fresh_data_order_and_first_trainings_share_one():
+    """Repeats are fresh in the weights and in the data's order and augmentation (before, only
+    the weights: repeats were correlated with the first training); every first training sees
+    the run's one order, so blocks compare on equal terms."""
+    from blockqnn.result import evaluation_seed
+
+    ev = lightning_evaluator("debug=smoke", "seed=3")
+    dm = ev.datamodule
+
+    def first_labels():
+        return next(iter(dm.train_dataloader()))[1].tolist()
+
+    block = [[1, 1, 3, 0, 0]]
+    assert ev(block, repeat=1)["status"] == "ok"
+    assert dm.order_seed == evaluation_seed(3, 1)
+    fresh = first_labels()
+    assert ev(block)["status"] == "ok" and dm.order_seed == 3
+    common = first_labels()
+    assert fresh != common
+    assert ev([[1, 1, 1, 0, 0]])["status"] == "ok" and first_labels() == common

@@ -114,6 +114,9 @@ class TensorDataModule(L.LightningDataModule):
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or max(batch_size, 512))
         self.seed = int(seed)
+        # The training data's order and augmentation draws: the split's seed, unless an
+        # evaluation sets its own (a re-evaluation's fresh seed: evaluator/training.py).
+        self.order_seed = self.seed
         self.val_fraction = float(val_fraction)
         self.augment = dict(augment or {})
         self.device = torch.device(device)
@@ -167,7 +170,7 @@ class TensorDataModule(L.LightningDataModule):
     def train_dataloader(self) -> TensorLoader:
         self.setup()
         return TensorLoader(
-            self._train, self.batch_size, shuffle=True, augment=self.augment, seed=self.seed
+            self._train, self.batch_size, shuffle=True, augment=self.augment, seed=self.order_seed
         )
 
     def val_dataloader(self) -> TensorLoader:
@@ -266,6 +269,7 @@ class StreamingImageFolder(L.LightningDataModule):
             int(seed),
             float(val_fraction),
         )
+        self.order_seed = self.seed  # the training order's seed (TensorDataModule.order_seed)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.size, self.num_workers = int(input_size), int(num_workers)
         self.test_reads = 0
@@ -330,7 +334,7 @@ class StreamingImageFolder(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            generator=torch.Generator().manual_seed(self.order_seed) if shuffle else None,
         )
 
     def train_dataloader(self):

@@ -108,7 +108,10 @@ def train_candidate(
     seed: int | None = None,
 ) -> dict[str, Any]:
     """Train the network built from ``nsc`` on ``dm`` with ``run``'s recipe; its result.
-    ``seed``: the training seed (default ``run.seed``; re-evaluations pass fresh ones)."""
+    ``seed``: the training seed (default ``run.seed``; re-evaluations pass fresh ones). It seeds
+    the weights and the training data's order and augmentation draws (``dm.order_seed``): every
+    first training of a search sees the same data order (blocks compare on equal terms), and a
+    re-evaluation is fresh in both (Bouthillier et al., MLSys 2021: both are seed noise)."""
 
     start = time.perf_counter()
     quiet_lightning()
@@ -131,6 +134,8 @@ def train_candidate(
     )
     base_lr = float(optimizer["lr"])
     reward_cfg = RewardConfig(**OmegaConf.to_container(run.reward, resolve=True))
+    if hasattr(dm, "order_seed"):
+        dm.order_seed = int(run.seed) if seed is None else int(seed)
     try:
         for attempt in range(int(restart.max) + 1):
             L.seed_everything(

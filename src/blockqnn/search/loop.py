@@ -305,7 +305,10 @@ class Search:
         ``repeats`` re-evaluations gets the rest, each its own row (its repeat index and seed)
         in the store's ``reevaluations`` table; the block's mean then replaces its reward in
         the agent's memory and in later reuse. Repeat while the ranking brings up blocks not yet
-        re-evaluated (their single draw was lucky), at most ``max_rounds`` rounds. A round's
+        re-evaluated (their single draw was lucky), at most ``max_rounds`` rounds; the search
+        says so when the rounds run out first. A repeat that failed or timed out is tried again
+        with the next seed, up to ``search.max_attempts`` lost repeats a block; failed ones count
+        toward ``search.max_consecutive_failures``; the lost ones are reported. A round's
         choice is committed before it runs; what a stopped search left running is run first on
         resume, with the same seeds: resume is exact."""
         cfg = self.reevaluate
@@ -314,29 +317,74 @@ class Search:
         if not cfg["top"] or not cfg["repeats"]:
             return
         for round_ in range(self.store.rounds(self.store.next_episode()), int(cfg["max_rounds"])):
-            top = ranked(self.store.episodes(), self.store.reevaluations(), leaders_first=False)[
-                : int(cfg["top"])
-            ]
-            todo = []
-            for e in top:
-                have = self.store.attempts(e["key"])
-                todo += [(e, repeat) for repeat in range(have + 1, int(cfg["repeats"]) + 1)]
+            todo = self._reevaluation_todo()
             if not todo:
+                self._say_lost_repeats()
                 return
             self._run_reevaluations(todo, round_)
+        self._say_lost_repeats()
+        if self._reevaluation_todo():
+            self.console.print(
+                f"re-evaluation stopped after search.reevaluate.max_rounds={cfg['max_rounds']} "
+                "rounds while the ranking still brought up blocks not re-evaluated: the best "
+                "block is the best mean among the re-evaluated ones (raise max_rounds to go on)",
+                soft_wrap=True,
+            )
+
+    def _reevaluation_todo(self) -> list[tuple[dict, int]]:
+        """(block, repeat) pairs the next round would run: each of the ``top`` blocks by mean
+        gets the repeats it lacks, numbered after all of its rows, unless its repeats were lost
+        ``search.max_attempts`` times (it keeps what it has)."""
+        cfg = self.reevaluate
+        top = ranked(self.store.episodes(), self.store.reevaluations(), leaders_first=False)[
+            : int(cfg["top"])
+        ]
+        todo = []
+        for e in top:
+            rows = self.store.attempts(e["key"])
+            measured = self.store.measured_attempts(e["key"])
+            if rows - measured >= self.max_attempts:
+                continue
+            todo += [(e, rows + i) for i in range(1, int(cfg["repeats"]) - measured + 1)]
+        return todo
+
+    def _say_lost_repeats(self) -> None:
+        lost = [r for r in self.store.reevaluations() if r["status"] in ("failed", "timeout")]
+        if lost:
+            self.console.print(
+                f"re-evaluation: {len(lost)} repeat(s) failed or timed out "
+                f"({len({r['key'] for r in lost})} block(s)); each was tried again with the next "
+                "seed, up to search.max_attempts lost repeats a block",
+                soft_wrap=True,
+            )
 
     def _run_reevaluations(self, todo: list[tuple[dict, int]], round_: int) -> None:
-        for e, repeat in todo:
-            self.store.begin_reevaluation(
-                e["key"],
-                e["nsc"],
-                repeat,
-                evaluation_seed(int(self.cfg.seed), repeat),
-                self.store.next_episode(),
-                round_,
-            )
-        self._commit()  # the round's choice is saved before any of it runs: a resume completes it
-        self._run_rows([r for r in self.store.reevaluations() if r["status"] == "running"])
+        """Run a round's repeats; the ones lost (failed, timed out) are tried again within the
+        round with the next seeds, up to ``search.max_attempts`` lost repeats a block."""
+        chosen = {e["key"]: e for e, _ in todo}
+        while todo:
+            for e, repeat in todo:
+                self.store.begin_reevaluation(
+                    e["key"],
+                    e["nsc"],
+                    repeat,
+                    evaluation_seed(int(self.cfg.seed), repeat),
+                    self.store.next_episode(),
+                    round_,
+                )
+            self._commit()  # the round's choice is saved before any of it runs: a resume completes it
+            self._run_rows([r for r in self.store.reevaluations() if r["status"] == "running"])
+            todo = []
+            for key, e in chosen.items():
+                rows, measured = self.store.attempts(key), self.store.measured_attempts(key)
+                if (
+                    measured < int(self.reevaluate["repeats"])
+                    and rows - measured < self.max_attempts
+                ):
+                    todo += [
+                        (e, rows + i)
+                        for i in range(1, int(self.reevaluate["repeats"]) - measured + 1)
+                    ]
 
     def _run_rows(self, rows: list[dict]) -> None:
         """Evaluate the re-evaluation rows (status running), as many at once as the executor
@@ -362,6 +410,14 @@ class Search:
                 row = by_tag[tag]
                 self.store.finish_reevaluation(row["id"], result)
                 self.counts["reevaluated"] += 1
+                if result.get("status") == "failed":  # not the block's fault: as for episodes
+                    log.error("re-evaluation of %s failed:\n%s", row["key"], result.get("error"))
+                    self.failures.append((self.episode, str(result.get("error") or "")))
+                    if len(self.failures) >= self.max_failures:
+                        self._commit()
+                        self._raise_failed()
+                else:
+                    self.failures = []
                 if is_measured(result):
                     self._relabel(row["key"])
                 logged = {"key": row["key"], "repeat": row["repeat"], **result}
@@ -603,12 +659,15 @@ class Search:
         self._unlogged.append(lambda: self.logger.log_episode(row))
         self.progress.advance(episode, iteration, epsilon, self.best, self.counts)
         if len(self.failures) >= self.max_failures:
-            first_episode, first = self.failures[0]
-            lines = [ln for ln in first.strip().splitlines() if ln.strip()]
-            raise SearchFailed(
-                f"{len(self.failures)} evaluations failed in a row (search.max_consecutive_failures="
-                f"{self.max_failures}); this is not the candidates' fault. The first, episode {first_episode}: "
-                f"{lines[-1] if lines else 'no error text'} (full tracebacks in the log). Finished episodes are "
-                f"saved in {self.run_dir / 'search.db'}; after fixing the cause resume with: "
-                f"python search.py hydra.run.dir={self.run_dir}"
-            )
+            self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        first_episode, first = self.failures[0]
+        lines = [ln for ln in first.strip().splitlines() if ln.strip()]
+        raise SearchFailed(
+            f"{len(self.failures)} evaluations failed in a row (search.max_consecutive_failures="
+            f"{self.max_failures}); this is not the candidates' fault. The first, episode {first_episode}: "
+            f"{lines[-1] if lines else 'no error text'} (full tracebacks in the log). Finished episodes are "
+            f"saved in {self.run_dir / 'search.db'}; after fixing the cause resume with: "
+            f"python search.py hydra.run.dir={self.run_dir}"
+        )

@@ -510,6 +510,13 @@ class SearchStore:
             "SELECT COUNT(*) FROM reevaluations WHERE key = ?", (key,)
         ).fetchone()[0]
 
+    def measured_attempts(self, key: str) -> int:
+        """Re-evaluations of the block with this key whose result was measured."""
+        rows = self.db.execute(
+            "SELECT * FROM reevaluations WHERE key = ? AND status != 'running'", (key,)
+        ).fetchall()
+        return sum(1 for r in rows if is_measured(dict(r)))
+
     def key_stats(self, key: str) -> dict | None:
         """The block's measured evaluations (its first trained episode and its re-evaluations):
         mean reward and accuracy, standard error, count; None when none is measured."""
