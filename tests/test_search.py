@@ -811,3 +811,40 @@ def test_block_compact_form():
         [[1, 1, 3, 0, 0], [2, 2, 3, 1, 0], [3, 5, 0, 1, 2], [4, 4, 0, 0, 0], [5, 6, 0, 3, 4]]
     )
     assert b.compact() == "1:conv3 2:max3(1) 3:add(1,2) 4:id 5:cat(3,4)"
+
+
+def test_the_fingerprint_holds_what_changes_results_not_where_things_are(tmp_path):
+    """evaluator.timeout_s, evaluator.devices and search.max_attempts decide which evaluations
+    time out or are tried again: a resume with others is refused. data.root and data.download
+    say where the data is and the surrogate's table counts by its content: a moved folder or a
+    copied table resumes. A folder whose stored fingerprint predates this (data.root in it, no
+    limits) still resumes."""
+    import shutil
+
+    base = ["evaluator=surrogate", "data=cifar10", "data.root=/a"]
+    store = SearchStore(tmp_path / "search.db", _fp(cfg_for(*base)))
+    store.close()
+    for moved in ("data.root=/b", "data.download=true"):
+        SearchStore(tmp_path / "search.db", _fp(cfg_for(*base, moved))).close()
+    for changed, key in (
+        ("evaluator.timeout_s=30", "limits.timeout_s"),
+        ("search.max_attempts=5", "limits.max_attempts"),
+        ("evaluator.devices=2", "limits.devices"),
+    ):
+        with pytest.raises(StoreError, match=key):
+            SearchStore(tmp_path / "search.db", _fp(cfg_for(*base, changed)))
+    from blockqnn.evaluator.surrogate import DEFAULT_TABLE
+
+    copy = tmp_path / "copy.csv.gz"
+    shutil.copy(DEFAULT_TABLE, copy)
+    SearchStore(tmp_path / "search.db", _fp(cfg_for(*base, f"evaluator.table={copy}"))).close()
+    other = tmp_path / "other.csv.gz"
+    other.write_bytes(copy.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(StoreError, match="table"):
+        SearchStore(tmp_path / "search.db", _fp(cfg_for(*base, f"evaluator.table={other}")))
+    # A stored fingerprint of the earlier form: data.root inside, no limits, no table digest.
+    old = {k: v for k, v in _fp(cfg_for(*base)).items() if k not in ("limits", "table")}
+    old["data"] = {**old["data"], "root": "/somewhere/else"}
+    legacy = tmp_path / "legacy.db"
+    SearchStore(legacy, old).close()
+    SearchStore(legacy, _fp(cfg_for(*base, "evaluator.timeout_s=30"))).close()

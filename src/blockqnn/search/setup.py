@@ -4,6 +4,8 @@ must match (:func:`fingerprint`)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import inspect
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from blockqnn.agent import Agent, parse_schedule
 from blockqnn.config import SEARCH_TRAINER_KEYS, SearchConfig, check
 from blockqnn.errors import ConfigError
 from blockqnn.evaluator import evaluator_spec, make_evaluator
+from blockqnn.search.store import without_locations
 from blockqnn.space.registry import build_space
 
 #: Keys that cannot change a search's results, so they may change between a search and its
@@ -35,33 +38,62 @@ NEUTRAL_TRAINER_KEYS = (
 def fingerprint(cfg: DictConfig) -> dict:
     """What must not change between a search and its resumption: every key that changes a
     result (seed, data, recipe, trainer, callbacks, network, model, reward, space, evaluator,
-    agent with its resolved iteration size, predictor, re-evaluation), resolved. Not in it:
-    the logger, the executor, search.max_episodes, evaluator.devices and timeout_s, and the
-    trainer's NEUTRAL_TRAINER_KEYS."""
+    agent with its resolved iteration size, predictor, re-evaluation; the limits that decide
+    which evaluations time out or are tried again: evaluator.timeout_s, evaluator.devices,
+    search.max_attempts; a table-backed evaluator's table by its content), resolved. Not in it:
+    where things are (data.root, data.download, the table's path: ``UNFINGERPRINTED``), the
+    logger, the executor, search.max_episodes and the trainer's NEUTRAL_TRAINER_KEYS."""
     ev = evaluator_spec(cfg)
     evaluator = {k: v for k, v in ev["evaluator"].items() if k not in ("devices", "timeout_s")}
     trainer = {k: v for k, v in ev["trainer"].items() if k not in NEUTRAL_TRAINER_KEYS}
-    return {
-        "seed": ev["seed"],
-        "data": ev["data"],
-        "recipe": ev["recipe"],
-        "network": ev["network"],
-        "model": ev["model"],
-        "reward": ev["reward"],
-        **space_of(cfg).fingerprint(),  # NSC: max_layers (as before spaces were pluggable)
-        "trainer": trainer,
-        "callbacks": ev["callbacks"],
-        "reevaluate": reevaluate_settings(cfg),
-        "asynchronous": bool(cfg.search.asynchronous),
-        "evaluator": evaluator,
-        "agent": {
-            **OmegaConf.to_container(cfg.agent, resolve=True),
-            "batch_size": schedule_of(cfg).batch_size,
-        },
-        "predictor": OmegaConf.to_container(cfg.search.predictor, resolve=True)
-        if cfg.search.get("predictor") is not None
-        else None,
-    }
+    return without_locations(
+        {
+            "seed": ev["seed"],
+            "limits": {
+                "timeout_s": ev["evaluator"].get("timeout_s"),
+                "devices": ev["evaluator"].get("devices"),
+                "max_attempts": int(cfg.search.max_attempts),
+            },
+            "table": _table_digest(ev["evaluator"]),
+            "data": ev["data"],
+            "recipe": ev["recipe"],
+            "network": ev["network"],
+            "model": ev["model"],
+            "reward": ev["reward"],
+            **space_of(cfg).fingerprint(),  # NSC: max_layers (as before spaces were pluggable)
+            "trainer": trainer,
+            "callbacks": ev["callbacks"],
+            "reevaluate": reevaluate_settings(cfg),
+            "asynchronous": bool(cfg.search.asynchronous),
+            "evaluator": evaluator,
+            "agent": {
+                **OmegaConf.to_container(cfg.agent, resolve=True),
+                "batch_size": schedule_of(cfg).batch_size,
+            },
+            "predictor": OmegaConf.to_container(cfg.search.predictor, resolve=True)
+            if cfg.search.get("predictor") is not None
+            else None,
+        }
+    )
+
+
+def _table_digest(evaluator: dict) -> str | None:
+    """SHA-256 of a table-backed evaluator's table (the surrogate's: its content, not its
+    path); None for evaluators without one."""
+    if "table" not in evaluator:
+        return None
+    # lazy: the surrogate's module only where its table is fingerprinted
+    from blockqnn.evaluator.surrogate import DEFAULT_TABLE
+
+    path = Path(evaluator["table"] or DEFAULT_TABLE)
+    if not path.is_file():
+        return None  # the evaluator refuses a missing table by name
+    return _digest(str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size)
+
+
+@functools.cache
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def reevaluate_settings(cfg: DictConfig) -> dict:

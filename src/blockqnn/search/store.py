@@ -184,6 +184,21 @@ def evaluation_stats(rows: list[dict]) -> dict | None:
     }
 
 
+#: Keys that say where things are, not what they are: left out of the fingerprint (and out
+#: of the stored one when a folder is resumed), so a moved data folder or table still resumes.
+UNFINGERPRINTED = (("data", "root"), ("data", "download"), ("evaluator", "table"))
+
+
+def without_locations(fp: dict) -> dict:
+    """A fingerprint without the UNFINGERPRINTED keys (stored fingerprints of earlier versions
+    hold them)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in fp.items()}
+    for section, key in UNFINGERPRINTED:
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    return out
+
+
 def _differences(section: str, old: Any, new: Any) -> str:
     """The keys of a fingerprint section that differ, named in full (``trainer.precision: stored
     32 vs now 16``)."""
@@ -264,7 +279,7 @@ class SearchStore:
                 f"{self.path} was written by {meta.get('app')!r} schema "
                 f"{meta.get('schema_version')!r}; it was left untouched"
             )
-        old = json.loads(meta["fingerprint"])
+        old = without_locations(json.loads(meta["fingerprint"]))
         # Sections a fingerprint of an earlier version did not hold are not compared: those
         # folders keep resuming (what they did not record cannot be checked).
         now = {k: v for k, v in fingerprint.items() if k in old}
