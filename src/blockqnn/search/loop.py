@@ -611,7 +611,13 @@ class Search:
             told = self.agent.told - 1
             if predicted:
                 self.predicted_told[episode] = (told, block.to_list())
-        if self.predictor is not None and not reused and not predicted:  # a new measurement
+        # A new measurement, by the one predicate a resume reads them back with (store.measured):
+        # failed and timed-out results never train the forest.
+        if (
+            self.predictor is not None
+            and not reused
+            and is_measured({**result, "predicted": predicted})
+        ):
             self.measured.append((episode, block.to_list(), reward))
             if self.predictor.maybe_refit(self.measured) and self.predicted_told:
                 self._refresh_predictions()
