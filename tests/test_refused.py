@@ -94,3 +94,31 @@ def test_search_on_a_folder_with_a_corrupt_file_stops_at_start_up(tmp_path):
     with pytest.raises(ConfigError, match="bad.png"):
         validate(compose_search(*base))
     validate(compose_search(*base, "data.skip_unreadable=true"))
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["reward.flops_reference=plian"], "reward.flops_reference: unknown block preset 'plian'"),
+        (["+model.optimizer.lrr=0.1"], "model.optimizer.*unexpected keyword argument 'lrr'"),
+        (["+model.scheduler.gama=0.1"], "model.scheduler.*unexpected keyword argument 'gama'"),
+        (
+            ["callbacks=early_stopping", "+callbacks.early_stopping.patiense=2"],
+            "(?s)callbacks:.*patiense",
+        ),
+        (
+            ["executor=pool", "trainer=gpu", "evaluator.devices=2"],
+            "a pool worker owns one GPU",
+        ),
+        (
+            ["executor=ray", "trainer=gpu", "evaluator.devices=2", "executor.num_gpus=1"],
+            "executor.num_gpus=2",
+        ),
+        (["space=nb201"], "space=nb201 needs evaluator=nb201"),
+    ],
+)
+def test_training_parts_and_placements_are_refused_before_any_training(overrides, message):
+    """Before: a misspelt reward reference, optimizer, scheduler or callback key failed only as
+    three failed evaluations; impossible DDP placements were not refused at all."""
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_search("debug=smoke", "logger=none", *overrides))

@@ -76,6 +76,7 @@ class NB201Evaluator:
     parity with the Lightning evaluator and unused; ``timeout_s`` is kept for the executors."""
 
     trains = False  # no device, no data: GPU and data checks do not apply
+    spaces = ("nb201",)  # the search spaces it scores (setup.validate checks space=)
 
     def __init__(
         self,

@@ -176,6 +176,81 @@ def _trains(cfg: DictConfig) -> bool:
         return True
 
 
+def _check_training_parts(cfg: DictConfig) -> None:
+    """What every candidate's training builds, built once now on a dummy parameter: a misspelt
+    reward reference, optimizer, scheduler or callback key fails here, before any training
+    (not as three failed evaluations)."""
+    # lazy: torch and Lightning only for searches that train
+    import torch
+
+    from blockqnn.evaluator.training import user_callbacks
+    from blockqnn.space.presets import preset
+
+    try:
+        preset(str(cfg.reward.flops_reference))
+    except ConfigError as exc:
+        raise ConfigError(f"reward.flops_reference: {exc}") from None
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt_node = cfg.model.get("optimizer")
+    try:
+        optimizer = instantiate(opt_node)([param])
+    except Exception as exc:  # noqa: BLE001 - any refusal names the key
+        raise ConfigError(f"model.optimizer ({opt_node.get('_target_')}): {exc}") from None
+    sched_node = cfg.model.get("scheduler")
+    if sched_node:
+        try:
+            instantiate(sched_node)(optimizer)
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"model.scheduler ({sched_node.get('_target_')}): {exc}") from None
+    try:
+        user_callbacks(cfg.callbacks)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"callbacks: {exc}") from None
+
+
+def _check_space(cfg: DictConfig) -> None:
+    """The evaluator scores the configured space's architectures (``spaces``: the names it
+    takes; NSC blocks unless it says otherwise)."""
+    space = space_of(cfg).name
+    target = cfg.evaluator.get("_target_")
+    try:
+        spaces = tuple(getattr(get_class(target), "spaces", ("nsc",)))
+    except Exception:  # noqa: BLE001  a bad target: make_evaluator names it
+        return
+    if space not in spaces:
+        names = {"nsc": "lightning or surrogate", "nb201": "nb201"}
+        raise ConfigError(
+            f"space={space} needs evaluator={names.get(space, 'one that scores it')}: "
+            f"evaluator._target_={target} scores {', '.join(spaces)} architectures "
+            "(experiment=nb201 sets both for NAS-Bench-201)"
+        )
+
+
+def _check_placement(cfg: DictConfig, executor: str) -> None:
+    """Executor and DDP settings that cannot work together, refused before anything runs."""
+    devices = int(cfg.evaluator.get("devices") or 1)
+    if devices <= 1:
+        return
+    if executor.endswith("PoolExecutor") and cfg.trainer.get("accelerator") in ("gpu", "cuda"):
+        raise ConfigError(
+            f"evaluator.devices={devices} with executor=pool on GPUs: a pool worker owns one GPU "
+            "(workers_per_gpu share it), so a candidate cannot spread over several; use "
+            "executor=local (DDP per candidate on this machine's GPUs) or executor=ray with "
+            "executor.num_gpus=<devices>"
+        )
+    gpus = cfg.executor.get("num_gpus")
+    if (
+        executor.endswith("RayExecutor")
+        and cfg.trainer.get("accelerator") in ("gpu", "cuda")
+        and float(gpus or 0) < devices
+    ):
+        raise ConfigError(
+            f"evaluator.devices={devices} with executor=ray but executor.num_gpus={gpus}: each "
+            f"Ray task must hold the {devices} GPUs its DDP candidate trains on "
+            f"(executor.num_gpus={devices})"
+        )
+
+
 def validate(cfg: DictConfig):
     """Refuse bad input before any training: types and ranges (the schema), settings the
     search cannot honour, the agent, and the data (loaded here: a missing folder fails now).
@@ -219,6 +294,10 @@ def validate(cfg: DictConfig):
             "evaluator.devices=<k> (each candidate then runs as its own torchrun process group)"
         )
     build_agent(cfg)
+    _check_space(cfg)
+    if trains:
+        _check_training_parts(cfg)
+    _check_placement(cfg, str(target))
     if reevaluate_settings(cfg)["every_iteration"] and cfg.search.asynchronous:
         raise ConfigError(
             "search.reevaluate.every_iteration=true needs synchronous iterations "
