@@ -31,10 +31,13 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def _task_overrides() -> list[str]:
+def _task_overrides() -> list[str] | None:
+    """The command line's overrides; None when not run by Hydra's app (a test, a notebook)."""
     # lazy: Hydra's runtime only when it runs
     from hydra.core.hydra_config import HydraConfig
 
+    if not HydraConfig.initialized():
+        return None
     return list(HydraConfig.get().overrides.task)
 
 
@@ -48,7 +51,7 @@ def run_search(cfg: DictConfig):
 
     folder = run_dir()
     given = _task_overrides()
-    origin = stored_origin(folder)
+    origin = stored_origin(folder) if given is not None else None
     try:
         if origin is not None:  # resume with the folder's own configuration (search/origin.py)
             overrides = merged(origin["overrides"], given)
@@ -61,7 +64,8 @@ def run_search(cfg: DictConfig):
             restore_hydra_files(folder, origin)
         evaluator = validate(cfg)
         search = Search(cfg, folder, evaluator=evaluator)
-        search.origin = origin or current_origin(folder, given)
+        if given is not None:
+            search.origin = origin or current_origin(folder, given)
         return search.run()
     except BlockQNNError as exc:
         restore_hydra_files(folder, origin)  # a refused start leaves the folder as it was
