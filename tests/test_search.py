@@ -496,20 +496,32 @@ def test_pool_executor_search(tmp_path, mode, local_reference):
 
 
 @pytest.mark.slow
-def test_pool_retries_evaluations_of_a_killed_worker():
-    from blockqnn.evaluator import evaluator_spec
+def test_pool_retries_evaluations_of_a_killed_worker(tmp_path):
+    """A worker killed while it evaluates (both evaluations held in their workers by a gate
+    file, so the kill lands mid-evaluation on any machine) has its evaluation run again."""
     from blockqnn.executors import PoolExecutor
+    from tests.faults import spec
 
-    spec = evaluator_spec(cfg_for("recipe.epochs=2", "network.width=8"))
+    gate, log = tmp_path / "gate", tmp_path / "log"
+    gate.touch()
     pool = PoolExecutor(
-        spec, workers_per_gpu=1, cpu_workers=2, gpus=[], threads_per_cpu_worker=1, max_retries=2
+        spec(f"+evaluator.gate={gate}", f"+evaluator.log={log}"),
+        workers_per_gpu=1,
+        cpu_workers=2,
+        gpus=[],
+        threads_per_cpu_worker=1,
+        max_retries=2,
     )
     try:
-        for tag in ("a", "b"):
-            pool.submit(tag, [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0]])
-        time.sleep(3)  # workers started and training
-        victim = next(iter(pool.pools[0]._processes))
+        for tag, block in (("a", [[1, 1, 3, 0, 0]]), ("b", [[1, 1, 5, 0, 0]])):
+            pool.submit(tag, block)
+        deadline = time.time() + 120
+        while time.time() < deadline and len(_lines(log)) < 2:  # both evaluations started
+            time.sleep(0.05)
+        assert len(_lines(log)) == 2, "the workers never started"
+        victim = int(_lines(log)[0].split()[1])  # the process evaluating the first block
         os.kill(victim, signal.SIGKILL)
+        gate.unlink()
         results = {}
         deadline = time.time() + 300
         while pool.in_flight and time.time() < deadline:
@@ -519,6 +531,10 @@ def test_pool_retries_evaluations_of_a_killed_worker():
     assert set(results) == {"a", "b"}
     assert all(r["status"] == "ok" for r in results.values())
     assert pool.retries >= 1  # the killed worker's evaluation was submitted again
+
+
+def _lines(path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
 
 
 @pytest.mark.slow
@@ -583,6 +599,20 @@ def test_ddp_ranks_agree_when_one_rank_fails(tmp_path):
     rows = episodes_of(run)
     assert [r[2] for r in rows] == ["oom"]
     assert time.time() - t < 300
+    # Nothing left running: no rank of the candidate outlived its search.
+    import psutil
+
+    def ranks():
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            if "blockqnn.evaluator.ddp_worker" in " ".join(p.info["cmdline"] or []):
+                found.append(p.pid)
+        return found
+
+    deadline = time.time() + 15
+    while ranks() and time.time() < deadline:
+        time.sleep(0.1)
+    assert ranks() == []
 
 
 @pytest.mark.slow
