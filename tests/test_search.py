@@ -878,3 +878,27 @@ def test_the_fingerprint_holds_what_changes_results_not_where_things_are(tmp_pat
     legacy = tmp_path / "legacy.db"
     SearchStore(legacy, old).close()
     SearchStore(legacy, _fp(cfg_for(*base, "evaluator.timeout_s=30"))).close()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_oom_is_tried_again_where_the_device_may_be_shared(tmp_path, monkeypatch, shared):
+    """An oom on a GPU that other candidates share (pool workers_per_gpu > 1, fractional Ray
+    GPUs) may be theirs: the block is trained again when sampled again, up to
+    search.max_attempts, like a timeout; on a device of its own, its oom is its result."""
+    from blockqnn.search import loop
+
+    monkeypatch.setattr(loop, "device_shared", lambda cfg: shared)
+    fake, seen = FakeEvaluator(), []
+
+    from blockqnn.space.nsc import Block
+
+    def oom_first(nsc, repeat=0):
+        seen.append(Block.parse(nsc).key)
+        result = fake(nsc, repeat)
+        return {**result, "status": "oom", "reward": 0.0} if len(seen) == 1 else result
+
+    cfg = cfg_for(*QUICK, "space.max_layers=1", "agent.epsilon_schedule=[[1.0,5]]")
+    Search(cfg, tmp_path, evaluator=oom_first).run()
+    first = seen[0]
+    again = seen[1:].count(first)
+    assert (again >= 1) if shared else (again == 0)

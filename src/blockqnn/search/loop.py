@@ -29,6 +29,7 @@ from blockqnn.search.setup import (
     build_executor,
     build_logger,
     build_predictor,
+    device_shared,
     fingerprint,
     reevaluate_settings,
     schedule_of,
@@ -101,6 +102,8 @@ class Search:
             stack.callback(guard.restore)  # last of all: the handlers from before the search
             stack.enter_context(RunLock(self.run_dir))  # one master per run folder
             store = SearchStore(self.run_dir / "search.db", fingerprint(self.cfg))
+            if device_shared(self.cfg):  # another candidate's memory can cause an oom
+                store.limited = ("timeout", "oom")
             origin = getattr(self, "origin", None)
             if origin is not None:  # the start that created the folder (search/origin.py)
                 store.keep_origin(origin)
@@ -553,7 +556,7 @@ class Search:
             del self.in_flight_keys[block.key]
             waiting = self.waiting.pop(block.key, [])
             if (
-                result.get("status") in RETRIED
+                result.get("status") in RETRIED + self.store.limited
                 and waiting
                 and not self._timed_out_enough(block.key)
             ):
@@ -574,7 +577,7 @@ class Search:
             for ep, (res, reused, predicted) in self.ready.items()
             if not reused
             and not predicted
-            and res.get("status") == "timeout"
+            and res.get("status") in self.store.limited
             and self.pending[ep][2].key == key
         )
         return self.store.timeouts(key) + arrived >= self.max_attempts

@@ -208,6 +208,20 @@ def _check_training_parts(cfg: DictConfig) -> None:
         raise ConfigError(f"callbacks: {exc}") from None
 
 
+def device_shared(cfg: DictConfig) -> bool:
+    """Whether candidates may share a GPU (pool workers_per_gpu > 1, Ray tasks with a fraction
+    of a GPU): an ``oom`` may then be another candidate's doing, so it is tried again (up to
+    search.max_attempts) instead of being the block's final result."""
+    if cfg.trainer.get("accelerator") not in ("gpu", "cuda"):
+        return False
+    target = str(cfg.executor.get("_target_", ""))
+    if target.endswith("PoolExecutor"):
+        return int(cfg.executor.get("workers_per_gpu") or 1) > 1
+    if target.endswith("RayExecutor"):
+        return 0 < float(cfg.executor.get("num_gpus") or 0) < 1
+    return False
+
+
 def _check_space(cfg: DictConfig) -> None:
     """The evaluator scores the configured space's architectures (``spaces``: the names it
     takes; NSC blocks unless it says otherwise)."""

@@ -215,6 +215,9 @@ class StoreError(BlockQNNError):
 class SearchStore:
     def __init__(self, path: Path, fingerprint: dict[str, Any]):
         self.path = Path(path)
+        # Statuses tried again up to search.max_attempts before they are reused: a timeout,
+        # and an oom where the device may be shared (the search sets it: setup.device_shared).
+        self.limited: tuple[str, ...] = ("timeout",)
         existed = self.path.exists()
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None)
@@ -408,9 +411,9 @@ class SearchStore:
     def lookup(self, key: str, max_attempts: int = 1) -> dict | None:
         """The result to reuse for a block with this canonical key, or None to train it: its
         first trained result, except that ``failed`` results are never reused (the block is
-        trained again) and a timeout is reused only once the block timed out in
-        ``max_attempts`` evaluations."""
-        retried = ", ".join(f"'{s}'" for s in RETRIED)
+        trained again) and a timeout (an ``oom`` too where the device may be shared:
+        ``limited``) is reused only once the block ended so in ``max_attempts`` evaluations."""
+        retried = ", ".join(f"'{s}'" for s in RETRIED + self.limited)
         row = self.db.execute(
             f"SELECT * FROM episodes WHERE key = ? AND status NOT IN ('running', {retried}) "
             "AND predicted = 0 ORDER BY id LIMIT 1",
@@ -428,11 +431,13 @@ class SearchStore:
         return _result(timeouts[-1]) if len(timeouts) >= max_attempts else None
 
     def _timeouts(self, key: str) -> list[sqlite3.Row]:
-        """The trained (not reused) evaluations of this block that timed out, in order."""
+        """The trained (not reused) evaluations of this block that ended in a ``limited``
+        status (timed out; ran out of a shared device's memory), in order."""
+        marks = ", ".join("?" for _ in self.limited)
         return self.db.execute(
-            "SELECT * FROM episodes WHERE key = ? AND status = 'timeout' AND reused = 0 "
+            f"SELECT * FROM episodes WHERE key = ? AND status IN ({marks}) AND reused = 0 "
             "ORDER BY id",
-            (key,),
+            (key, *self.limited),
         ).fetchall()
 
     def predicted_told(self) -> dict[int, tuple[int, list]]:
