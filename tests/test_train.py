@@ -262,3 +262,29 @@ def test_ema_weights_are_the_ones_validated_tested_and_saved(tmp_path):
     assert runs["ema"]["test_acc"] != runs["plain"]["test_acc"]
     ckpt = torch.load(tmp_path / "ema" / "checkpoints" / "last.ckpt", weights_only=False)
     assert any("Averag" in k for k in ckpt.get("callbacks", {}))  # resumable: the average is saved
+
+
+def test_a_bad_test_folder_is_refused_before_training(tmp_path):
+    """train.py on an image folder whose test/ holds an unreadable file or a class train/ lacks
+    stops at once, naming it (before: after the whole training, when the test set was read)."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(2):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(
+                    d / f"{i}.png"
+                )
+    (root / "test" / "c1" / "broken.png").write_bytes(b"not an image")
+    folder = ["data=image_folder", f"data.root={root}", "data.input_size=12", "train.epochs=50"]
+    code, err = run_entry("train", tmp_path / "run", *FAST, *folder)
+    assert code == 2 and "broken.png" in err and "data.skip_unreadable=true" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+    (root / "test" / "c1" / "broken.png").unlink()
+    (root / "test" / "c9").mkdir()
+    code, err = run_entry("train", tmp_path / "run2", *FAST, *folder)
+    assert code == 2 and "c9" in err

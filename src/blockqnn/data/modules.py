@@ -16,7 +16,13 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from blockqnn.config import build
-from blockqnn.data.sources import SOURCE_KEYS, SOURCES, RemapLabels, test_label_map
+from blockqnn.data.sources import (
+    SOURCE_KEYS,
+    SOURCES,
+    RemapLabels,
+    check_test_folder,
+    test_label_map,
+)
 from blockqnn.data.tensors import TensorLoader, TensorSplit
 from blockqnn.errors import ConfigError
 
@@ -166,6 +172,14 @@ class TensorDataModule(L.LightningDataModule):
     def shape(self) -> tuple[int, int, int]:
         self.setup()
         return tuple(self._train.images.shape[1:])  # type: ignore[return-value]
+
+    def check_test(self) -> None:
+        """What final training checks of the test split before it trains (image folders:
+        their classes and files); the test images themselves are read at the end only."""
+        if self.name == "image_folder":
+            check_test_folder(
+                Path(self.source_cfg["root"]), bool(self.source_cfg.get("skip_unreadable"))
+            )
 
     def train_dataloader(self) -> TensorLoader:
         self.setup()
@@ -344,6 +358,11 @@ class StreamingImageFolder(L.LightningDataModule):
     def val_dataloader(self):
         self.setup()
         return self._loader(self._val, False, self.eval_batch_size)
+
+    def check_test(self) -> None:
+        """Before a final training: the test folder's classes are training classes (its files
+        are not decoded up front: a streamed folder can hold ImageNet's 50,000)."""
+        test_label_map(self.root)
 
     def test_dataloader(self):
         # lazy: torchvision only for image folders and CIFAR

@@ -131,6 +131,32 @@ def test_label_map(root: Path) -> list[int]:
     return [train.index(c) for c in test]
 
 
+def check_test_folder(root: Path, skip_unreadable: bool = False) -> None:
+    """Before a final training: ``root/test``'s classes are training classes
+    (:func:`test_label_map`) and, unless ``skip_unreadable``, every file decodes; a bad one is
+    refused now, naming it, instead of after hours of training when the test set is read."""
+    # lazy: PIL only for image folders
+    from PIL import Image
+
+    test_label_map(root)
+    if skip_unreadable or not (root / "test").is_dir():
+        return
+    bad = []
+    for path in sorted(p for p in (root / "test").rglob("*") if p.is_file()):
+        try:
+            with Image.open(path) as img:
+                img.load()
+        except (OSError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
+            bad.append(f"{path} ({type(exc).__name__})")
+    if bad:
+        raise ConfigError(
+            f"{len(bad)} unreadable image file(s) under {root / 'test'}: "
+            + ", ".join(bad[:5])
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            + "; remove them, or set data.skip_unreadable=true to leave them out"
+        )
+
+
 class RemapLabels:
     """A picklable target transform: ImageFolder's label -> the training set's label."""
 

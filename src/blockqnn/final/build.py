@@ -142,6 +142,9 @@ def setup(cfg: DictConfig, run_dir: Path) -> Setup:
         bool(cfg.network.get("channels_last", False)),
     )
     dm.setup("fit")
+    check_test = getattr(dm, "check_test", None)
+    if check_test is not None:  # a bad test split is refused now, not after the training
+        check_test()
     c, h, _ = dm.shape
     spec = {
         **OmegaConf.to_container(cfg.network, resolve=True),
