@@ -433,6 +433,53 @@ def _figure(main: list[dict]) -> None:
     plt.close(fig)
 
 
+#: NB201 paper, Table 5 (as EVALUATION.md cites it; a time budget and the 12-epoch signal):
+#: validation accuracy on CIFAR-10, test accuracy elsewhere (not comparable to ours in level).
+PUBLISHED = {
+    "cifar10": "REA 91.19, REINFORCE 91.09, RS 90.93, BOHB 90.82 (validation)",
+    "cifar100": "REA 71.84, REINFORCE 71.71, RS 71.04, BOHB 70.85 (test)",
+    "imagenet16": "REA 45.54, REINFORCE 45.24, RS 44.57, BOHB 44.42 (test)",
+}
+
+
+def markdown() -> str:
+    """BENCHMARKS.md's tables from bench/results/nb201/summary.json."""
+    summary = json.loads((OUT / "summary.json").read_text())
+    lines = []
+    for dataset in DATASETS:
+        held = "" if dataset == "cifar10" else " (held out)"
+        lines += [
+            f"**{dataset}{held}**: returned cell's seed-mean validation accuracy (mean +- 95% "
+            "half-width over searches), regret to the optimum, share returning the optimum, "
+            "unique queries",
+            "",
+            "| group | " + " | ".join(f"{b:,} queries" for b in BUDGETS) + " |",
+            "|---|" + "---|" * len(BUDGETS),
+        ]
+        for name in GROUPS:
+            cells = []
+            for budget in BUDGETS:
+                g = summary["main"].get(f"{dataset}@{budget}", {}).get(name)
+                cells.append(
+                    "-"
+                    if g is None
+                    else f"{g['mean']:.2f} +- {g['ci']:.2f} (regret {g['regret']:.2f}, "
+                    f"{g['optimum_share'] * 100:.0f}%, {g['unique_queries']:.0f} uq; n={g['n']})"
+                )
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", f"Published (NB201, Table 5): {PUBLISHED[dataset]}.", ""]
+    p = summary.get("primary")
+    if p:
+        lines.append(
+            f"Primary ({p['comparison']}): {p['difference_pp']:+.3f} pp, 95% CI "
+            f"[{p['ci_pp'][0]:+.3f}, {p['ci_pp'][1]:+.3f}], one-sided p = {p['p_one_sided']:.2g}."
+        )
+    lines += ["", "| secondary comparison | p | p (Holm) |", "|---|---|---|"]
+    for k, v in summary.get("secondary", {}).items():
+        lines.append(f"| {k} | {v['p']:.2g} | {v['p_holm']:.2g} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", default=["main"], choices=["tune", "main"])
@@ -440,7 +487,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--markdown", action="store_true", help="print BENCHMARKS.md's tables")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown())
+        return
     if not args.report:
         run(args.only, args.seeds, args.workers, args.fresh)
     summary = report()

@@ -237,3 +237,17 @@ def test_a_reevaluation_draws_a_fresh_data_order_and_first_trainings_share_one()
     common = first_labels()
     assert fresh != common
     assert ev([[1, 1, 1, 0, 0]])["status"] == "ok" and first_labels() == common
+
+
+def test_the_process_launching_ddp_candidates_keeps_its_data_off_the_gpu(monkeypatch):
+    """A local search with evaluator.devices=2 trains each candidate in torchrun's ranks; the
+    master's own copy of the data (start-up checks, shapes) stays on the CPU, not on cuda:0.
+    The ranks (LOCAL_RANK set) hold theirs on their own GPU."""
+    ev = lightning_evaluator("debug=smoke", "trainer=gpu", "evaluator.devices=2")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert ev.device == "cpu"
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert ev.device == "cuda:1"
+    single = lightning_evaluator("debug=smoke", "trainer=gpu")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert single.device == "cuda"

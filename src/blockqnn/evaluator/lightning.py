@@ -47,6 +47,11 @@ class LightningEvaluator:
     # ------------------------------------------------------------------ data
     @property
     def device(self) -> str:
+        """Where the data is held: the training device, except in the process that launches
+        DDP candidates (devices > 1, outside torchrun): it trains nothing itself, so its copy of
+        the data (checked at start-up, used for shapes) stays on the CPU, off cuda:0."""
+        if self.devices > 1 and os.environ.get("LOCAL_RANK") is None:
+            return "cpu"
         if str(self.run.trainer.accelerator) in ("gpu", "cuda"):
             rank = os.environ.get("LOCAL_RANK")
             return f"cuda:{rank}" if rank is not None else "cuda"
