@@ -4,7 +4,6 @@ real Hydra multirun (surrogate evaluator, so it takes seconds)."""
 import json
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -189,12 +188,22 @@ def test_report_refuses_what_is_not_a_run(tmp_path):
     assert not (tmp_path / "comparison.html").exists()
 
 
-def test_a_finished_search_saves_a_snapshot_that_restores_without_replays(sweep):
-    con = sqlite3.connect(compare.find_runs([sweep])[0] / "search.db")
-    state = json.loads(con.execute("SELECT state FROM agent").fetchone()[0])
-    con.close()
+def test_a_finished_search_saves_a_snapshot_that_restores_without_replays(sweep, monkeypatch):
+    from blockqnn.agent.qlearning import QLearningAgent
+    from blockqnn.search.store import parts_of, read_run
+
+    saved = read_run(compare.find_runs([sweep])[0])
+    state, parts = saved["agent"]
     agent = state["agent"]
     assert agent["name"] == "qlearning" and agent["snapshot_told"] == agent["told"] == 16
+    # Restoring it loads the snapshot and replays nothing: no learning step runs.
+    replays = []
+    monkeypatch.setattr(QLearningAgent, "_learn", lambda self, n: replays.append(n))
+    restored = QLearningAgent(max_layers=agent["max_layers"], seed=agent["seed"])
+    restored.restore(agent, parts_of(parts, "agent"))
+    assert replays == [] and restored.told == 16 and len(restored.memory) == 16
+    snapshot = json.loads(parts["agent.snapshot"]["q"])
+    assert {tuple(s_): {tuple(a): v for a, v in row} for s_, row in snapshot} == restored.q
 
 
 def test_reward_figure_at_the_papers_scale_shows_the_iteration_means():
