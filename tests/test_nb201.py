@@ -216,14 +216,18 @@ def test_agents_refuse_nothing_and_walk_both_spaces():
             assert state["space"]["name"] == space.name, name
 
 
-@pytest.mark.parametrize("agent", ["qlearning", "evolution"])
+AGENT_ARGS = {
+    "qlearning_nb201": ["agent.params.replay_size=16"],
+    "qlearning_paper": [],
+    "evolution": ["agent.params.population=5"],
+    "random": [],
+    "tpe": [],
+}
+
+
+@pytest.mark.parametrize("agent", list(AGENT_ARGS))
 def test_nb201_resume_after_sigkill_matches_the_undisturbed_search(tmp_path, agent):
-    argv = [
-        *NB,
-        f"agent={agent}",
-        "agent.epsilon_schedule=paper:200",
-        "agent.params.population=5" if agent == "evolution" else "agent.params.replay_size=16",
-    ]
+    argv = [*NB, f"agent={agent}", "agent.epsilon_schedule=paper:200", *AGENT_ARGS[agent]]
     Search(compose_search(*argv), tmp_path / "ref").run()
     run = tmp_path / "killed"
     for kill_after in (60, 130):

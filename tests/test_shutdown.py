@@ -375,7 +375,7 @@ def test_one_predicate_decides_what_is_measured(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("logger,mode", [("wandb", "async"), ("csv", "sync"), ("wandb", "sync")])
+@pytest.mark.parametrize("logger,mode", [("wandb", "async"), ("csv", "sync")])
 def test_loggers_hold_every_episode_once_after_kills_between_commit_and_log(tmp_path, logger, mode):
     """SIGKILL twice right after the store committed episodes and before the loggers got them
     (tests.faults.search_killed_between_commit_and_logs: an event, not the clock), then resume:
