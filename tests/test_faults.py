@@ -61,11 +61,17 @@ def test_a_hung_candidate_is_stopped_by_the_local_executor(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_pool_kills_and_replaces_a_hung_worker_and_a_crash_looping_block_fails():
+def test_the_pool_kills_and_replaces_a_hung_worker_and_a_crash_looping_block_fails(tmp_path):
     from blockqnn.executors import PoolExecutor
 
+    log = tmp_path / "attempts"
     pool = PoolExecutor(
-        spec("+evaluator.fault=hang", "+evaluator.every=2", "evaluator.timeout_s=1"),
+        spec(
+            "+evaluator.fault=hang",
+            "+evaluator.every=2",
+            "evaluator.timeout_s=1",
+            f"+evaluator.log={log}",
+        ),
         workers_per_gpu=1,
         cpu_workers=2,
         gpus=[],
@@ -75,8 +81,10 @@ def test_the_pool_kills_and_replaces_a_hung_worker_and_a_crash_looping_block_fai
     try:
         pool.submit("bad", BAD)
         pool.submit("good", GOOD)
-        time.sleep(0.5)
-        hung_pid = next(iter(pool.pools[0]._processes))
+        deadline = time.time() + 120  # until the bad block hangs in its worker (an event)
+        while not log.exists() and time.time() < deadline:
+            time.sleep(0.02)
+        hung_pid = int(log.read_text().split()[1])  # the worker that hangs
         results = drain(pool)
         assert (
             results["bad"]["status"] == "timeout"

@@ -203,7 +203,10 @@ def test_pool_replaces_a_worker_killed_right_after_its_result():
             worker.pid, signal.SIGKILL
         )  # dies after its result came back, before the next submit
         worker.join(5)
-        time.sleep(0.5)
+        deadline = time.time() + 30  # until the pool has noticed (an event, not a guessed sleep)
+        while not pool.pools[0]._broken and time.time() < deadline:
+            time.sleep(0.01)
+        assert pool.pools[0]._broken, "the pool never noticed its dead worker"
         pool.submit("b", nsc)  # must not raise: the slot gets a new worker
         out = []
         while not out:
