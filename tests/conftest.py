@@ -96,6 +96,25 @@ class OOMOnRank:
         return _OOM()
 
 
+class HoldAtEpoch:
+    """A Lightning callback for tests (``+callbacks.hold._target_=tests.conftest.HoldAtEpoch``):
+    while the file ``gate`` exists, a training waits at the start of epoch ``epoch`` (0-based),
+    so a test can kill it there on any machine (its earlier epochs' checkpoints are written)."""
+
+    def __new__(cls, gate: str, epoch: int):
+        import os
+        import time
+
+        import lightning as L
+
+        class _Hold(L.Callback):
+            def on_train_epoch_start(self, trainer, pl_module):
+                while trainer.current_epoch >= epoch and os.path.exists(gate):
+                    time.sleep(0.05)
+
+        return _Hold()
+
+
 class BatchRecorder:
     """A Lightning callback for tests (``+callbacks.record._target_=tests.conftest.BatchRecorder``):
     each process writes its rank, world size and training batch sizes to ``folder/rank<r>.json``."""

@@ -163,16 +163,19 @@ def test_ddp_batch_that_does_not_divide_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_training_resumes_and_finishes(tmp_path):
-    run = tmp_path / "run"
-    cmd = train_cmd(run, "train.epochs=4", "train.export=false")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run, gate = tmp_path / "run", tmp_path / "gate"
+    gate.touch()  # the training waits at its third epoch while this exists: killed there
+    hold = ["+callbacks.hold._target_=tests.conftest.HoldAtEpoch", f"+callbacks.hold.gate={gate}"]
+    cmd = train_cmd(run, "train.epochs=4", "train.export=false", *hold, "+callbacks.hold.epoch=2")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.time() + 300
     while time.time() < deadline and not list((run / "checkpoints").glob("epoch001*.ckpt")):
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
+    gate.unlink()
     proc.wait()
     assert (run / "checkpoints" / "last.ckpt").exists() and not (run / "metrics.json").exists()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 4 and metrics["resumed_from"].endswith("last.ckpt")
