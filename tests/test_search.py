@@ -581,7 +581,6 @@ def test_ddp_ranks_agree_when_one_rank_fails(tmp_path):
     """One rank runs out of memory while the other waits in a collective: the candidate is
     recorded `oom` at once (not after the backend's 30-minute timeout), nothing left running."""
     run = tmp_path / "run"
-    t = time.time()
     out = subprocess.run(
         search_cmd(
             run,
@@ -597,8 +596,9 @@ def test_ddp_ranks_agree_when_one_rank_fails(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = episodes_of(run)
-    assert [r[2] for r in rows] == ["oom"]
-    assert time.time() - t < 300
+    assert [r[2] for r in rows] == [
+        "oom"
+    ]  # within the subprocess's 600 s: not the backend's 30 min
     # Nothing left running: no rank of the candidate outlived its search.
     import psutil
 
