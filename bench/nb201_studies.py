@@ -44,7 +44,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ROOT, compose_search  # noqa: E402
+from _common import ROOT, compose_search, mean_ci  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "nb201"
 RUNS = OUT / "runs.jsonl"
@@ -273,18 +273,6 @@ def run(only: list[str], seeds: int, workers: int, fresh: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- aggregation
-def _ci(values: np.ndarray) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t interval."""
-    from scipy import stats
-
-    n = len(values)
-    if n < 2:
-        return float(np.mean(values)), float("nan")
-    return float(np.mean(values)), float(
-        stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / n**0.5
-    )
-
-
 def _welch(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> float:
     """Welch's t-test p-value (independent searches: seeds do not pair across strategies)."""
     from scipy import stats
@@ -313,7 +301,7 @@ def report() -> dict:
     for name in TUNE:
         vals = np.array([r["value"] for r in tune if r["group"] == name]) * 100
         if len(vals):
-            m, h = _ci(vals)
+            m, h = mean_ci(vals)
             hits = np.mean([r["optimum"] for r in tune if r["group"] == name])
             summary["tune"][name] = {"n": len(vals), "mean": m, "ci": h, "optimum_share": hits}
     main = [r for r in rows if r["study"] == "main"]
@@ -330,7 +318,7 @@ def report() -> dict:
                 if not sel:
                     continue
                 vals = np.array([r["value"] for r in sel]) * 100
-                m, h = _ci(vals)
+                m, h = mean_ci(vals)
                 cell[name] = {
                     "n": len(sel),
                     "mean": m,

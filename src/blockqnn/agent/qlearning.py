@@ -41,6 +41,7 @@ import math
 import random
 import time
 from bisect import insort
+from collections.abc import Sequence
 from typing import Any
 
 from blockqnn.agent.base import Agent
@@ -171,14 +172,14 @@ class QLearningAgent(Agent):
         ties.sort()
         return ties[self.rng.randrange(len(ties))]
 
-    def _random_action(self, actions: tuple, index: int) -> tuple[int, ...]:
+    def _random_action(self, actions: tuple, step: int) -> tuple[int, ...]:
         """An exploration step: uniform over the legal actions (the paper's reading), or
         ``type_first``: the layer type uniform over the legal types, then its kernel and inputs
         uniform (so Terminal, add and concat are not drawn in proportion to how many input
         pairs they have)."""
         if self.explore == "uniform":
             return actions[self.rng.randrange(len(actions))]
-        groups = self.space.action_groups(index - 1)
+        groups = self.space.action_groups(step)
         group = groups[self.rng.randrange(len(groups))]
         return group[self.rng.randrange(len(group))]
 
@@ -189,7 +190,7 @@ class QLearningAgent(Agent):
             step = len(body)
             actions = self._legal[step]
             if self.rng.random() < epsilon:
-                action = self._random_action(actions, step + 1)
+                action = self._random_action(actions, step)
             elif self.count_bonus:
                 action = self._greedy_bonus(state, actions)
             else:
@@ -199,7 +200,7 @@ class QLearningAgent(Agent):
                 return self.space.build(body)
             state = self._state_at(body)
 
-    def _state_at(self, body: list[tuple[int, ...]]) -> tuple:
+    def _state_at(self, body: Sequence[tuple[int, ...]]) -> tuple:
         """The state before the next decision, given the decisions so far: the last decision
         (``previous``, the paper's: an NSC layer carries its index), the step alone (``step``),
         or every decision so far (``partial``)."""
@@ -215,12 +216,7 @@ class QLearningAgent(Agent):
     ) -> tuple[tuple[tuple, tuple, int], ...]:
         """A trajectory's steps in replay order, last first: (state, action, number of legal
         actions in that state)."""
-        if self.state_kind == "previous":
-            states = (START,) + trajectory[:-1]
-        elif self.state_kind == "step":
-            states = tuple((t,) for t in range(len(trajectory)))
-        else:
-            states = tuple(trajectory[:t] for t in range(len(trajectory)))
+        states = [self._state_at(trajectory[:t]) for t in range(len(trajectory))]
         legal = self._legal
         return tuple(
             (states[t], trajectory[t], len(legal[t])) for t in range(len(trajectory) - 1, -1, -1)

@@ -342,14 +342,16 @@ class Search:
         top = ranked(self.store.episodes(), self.store.reevaluations(), leaders_first=False)[
             : int(cfg["top"])
         ]
-        todo = []
-        for e in top:
-            rows = self.store.attempts(e["key"])
-            measured = self.store.measured_attempts(e["key"])
-            if rows - measured >= self.max_attempts:
-                continue
-            todo += [(e, rows + i) for i in range(1, int(cfg["repeats"]) - measured + 1)]
-        return todo
+        return [pair for e in top for pair in self._lacking(e)]
+
+    def _lacking(self, e: dict) -> list[tuple[dict, int]]:
+        """The (block, repeat) pairs a block lacks to reach ``repeats`` measured re-evaluations,
+        numbered after all of its rows; none once ``search.max_attempts`` of them were lost."""
+        rows = self.store.attempts(e["key"])
+        measured = self.store.measured_attempts(e["key"])
+        if rows - measured >= self.max_attempts:
+            return []
+        return [(e, rows + i) for i in range(1, int(self.reevaluate["repeats"]) - measured + 1)]
 
     def _say_lost_repeats(self) -> None:
         lost = [r for r in self.store.reevaluations() if r["status"] in ("failed", "timeout")]
@@ -377,17 +379,7 @@ class Search:
                 )
             self._commit()  # the round's choice is saved before any of it runs: a resume completes it
             self._run_rows([r for r in self.store.reevaluations() if r["status"] == "running"])
-            todo = []
-            for key, e in chosen.items():
-                rows, measured = self.store.attempts(key), self.store.measured_attempts(key)
-                if (
-                    measured < int(self.reevaluate["repeats"])
-                    and rows - measured < self.max_attempts
-                ):
-                    todo += [
-                        (e, rows + i)
-                        for i in range(1, int(self.reevaluate["repeats"]) - measured + 1)
-                    ]
+            todo = [pair for e in chosen.values() for pair in self._lacking(e)]
 
     def _run_rows(self, rows: list[dict]) -> None:
         """Evaluate the re-evaluation rows (status running), as many at once as the executor
@@ -539,10 +531,8 @@ class Search:
                 episode, iteration, epsilon, self.best, f"{self.executor.in_flight + 1} training"
             )
             self._maybe_commit()  # the local executor trains inside submit
-            if episode in self.retrains:
-                self.executor.submit(episode, block.to_list(), self.retrains[episode][1])
-            else:
-                self.executor.submit(episode, block.to_list())
+            repeat = self.retrains[episode][1] if episode in self.retrains else 0
+            self.executor.submit(episode, block.to_list(), repeat)
 
     def _arrived(self, episode: int, result: dict, reused: bool) -> None:
         if episode in self.retrains:  # a fresh draw of a known block: its re-evaluation row
