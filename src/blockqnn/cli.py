@@ -83,10 +83,12 @@ def run_train(cfg: DictConfig):
         out = run_dir()
         metrics = train(cfg, out)
         if metrics:
-            print(
-                f"test accuracy {metrics['test_acc']:.4f}; " + outputs_line(out, TRAIN_OUTPUTS),
-                file=sys.stderr,
+            scores = (
+                f"test accuracy {metrics['test_acc']:.4f}"
+                if metrics.get("test_acc") is not None
+                else f"validation accuracy {metrics['val_acc']:.4f} (train.test=false)"
             )
+            print(f"{scores}; " + outputs_line(out, TRAIN_OUTPUTS), file=sys.stderr)
         return metrics
     except BlockQNNError as exc:
         print(f"error: {exc}", file=sys.stderr)

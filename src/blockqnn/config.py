@@ -78,11 +78,21 @@ class NetworkConfig:
     stages: int = MISSING
     drop_path: float = MISSING
     channels_last: bool = MISSING
+    params: int | None = MISSING  # a parameter budget (blockqnn.space.budget)
+    flops: int | None = MISSING  # or a FLOPs budget
+    max_width: int = MISSING
+    budget_tolerance: float = MISSING
 
     def __post_init__(self):
         if self.kind not in ("cifar", "imagenet"):
             raise ConfigError(f"network.kind={self.kind!r} must be cifar or imagenet")
         _range("network.width", self.width, 1)
+        _range("network.params", self.params, 1)
+        _range("network.flops", self.flops, 1)
+        if self.params is not None and self.flops is not None:
+            raise ConfigError("set network.params or network.flops, not both")
+        _range("network.max_width", self.max_width, 1)
+        _range("network.budget_tolerance", self.budget_tolerance, 0.0, 1.0)
         _range("network.blocks_per_stage", self.blocks_per_stage, 1)
         _range("network.stages", self.stages, 1, 6)
         _range("network.drop_path", self.drop_path, 0.0, 0.99)
@@ -199,6 +209,8 @@ class TrainRecipeConfig:
     batch_size: int = MISSING
     label_smoothing: float = MISSING
     ema: float | None = MISSING
+    split_seed: int = MISSING
+    test: bool = MISSING
     resume: bool = MISSING
     ckpt_path: str | None = MISSING
     export: bool = MISSING

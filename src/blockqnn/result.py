@@ -12,6 +12,9 @@ Statuses. Only what is the candidate's own fault is a result the agent learns fr
 ``cost`` is what the evaluation stands for in training seconds where that differs from its
 ``wall_time`` (a table's recorded training time: ``evaluator=nb201``); None otherwise.
 
+``widths`` are the network's stage widths where a budget (``network.params``/``flops``)
+chose them; None at a fixed width.
+
 ``failed`` is not the candidate's fault: a bug, a crashed worker, a lost node. It is recorded
 with its traceback, the agent is not taught it, and ``search.max_consecutive_failures`` of
 them in a row stop the search (README, "When an evaluation fails").
@@ -69,6 +72,7 @@ FIELDS = (
     "error",
     "history",
     "cost",
+    "widths",
 )
 
 
@@ -89,8 +93,14 @@ def empty_result(status: str, error: str | None = None, **values: Any) -> dict[s
         "error": error,
         "history": [],
         "cost": None,
+        "widths": None,
         **values,
     }
+
+
+def widths_text(widths) -> str | None:
+    """Stage widths as one value for a table cell, a CSV cell or a W&B metric: ``12/24/48``."""
+    return None if not widths else "/".join(str(int(w)) for w in widths)
 
 
 def failure(exc: BaseException, where: str = "") -> dict[str, Any]:

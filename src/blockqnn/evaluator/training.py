@@ -24,6 +24,8 @@ from blockqnn.evaluator.callbacks import ChanceRestartCallback, ShapedRewardCall
 from blockqnn.evaluator.module import BlockClassifier, DivergedError
 from blockqnn.evaluator.reward import RewardConfig
 from blockqnn.result import empty_result
+from blockqnn.space.budget import OverBudget
+from blockqnn.space.budget import resolve as resolve_budget
 from blockqnn.space.cost import network_cost
 from blockqnn.space.nsc import Block
 
@@ -123,6 +125,14 @@ def train_candidate(
             "invalid", f"invalid block: {exc}", wall_time=time.perf_counter() - start
         )
     out["density"] = block.density
+    try:  # a budget (network.params / flops): this block's stage widths
+        network, fit = resolve_budget(block, network)
+    except OverBudget as exc:
+        return empty_result(
+            "invalid", str(exc), density=block.density, wall_time=time.perf_counter() - start
+        )
+    if fit is not None:
+        out["widths"] = list(fit.widths)
     recipe = run.recipe
     restart = recipe.restart
     threshold = (
@@ -195,7 +205,7 @@ def train_candidate(
 
 
 def _sizes(out: dict) -> dict:
-    return {k: out[k] for k in ("flops", "params", "density") if k in out}
+    return {k: out[k] for k in ("flops", "params", "density", "widths") if k in out}
 
 
 def _free_cuda() -> None:

@@ -23,6 +23,7 @@ from blockqnn.evaluator.module import BlockClassifier
 from blockqnn.evaluator.training import quiet_lightning, user_callbacks
 from blockqnn.final.blocks import resolve_block
 from blockqnn.search.loggers import run_id, wandb_mode
+from blockqnn.space.budget import resolve as resolve_budget
 from blockqnn.space.nsc import Block
 
 
@@ -131,27 +132,34 @@ def setup(cfg: DictConfig, run_dir: Path) -> Setup:
             f"{world} DDP processes (trainer.devices x trainer.num_nodes)"
         )
     # train.batch_size is the global batch: each DDP rank takes its share.
+    # The validation split is drawn with train.split_seed, the same for every training seed:
+    # seeds vary the initialisation and the data order, never which images validate.
     dm = store_as(
         build(
             cfg.data,
             "data",
             batch_size=int(t.batch_size) // world,
-            seed=int(cfg.seed),
+            seed=int(t.split_seed),
             device=device if not ddp else "cpu",
         ),
         bool(cfg.network.get("channels_last", False)),
     )
+    dm.order_seed = int(cfg.seed)
     dm.setup("fit")
     check_test = getattr(dm, "check_test", None)
     if check_test is not None:  # a bad test split is refused now, not after the training
         check_test()
     c, h, _ = dm.shape
-    spec = {
-        **OmegaConf.to_container(cfg.network, resolve=True),
-        "num_classes": dm.num_classes,
-        "in_channels": c,
-        "input_size": h,
-    }
+    # A budget (network.params / flops) chooses the stage widths: the rule a search uses.
+    spec, _ = resolve_budget(
+        block,
+        {
+            **OmegaConf.to_container(cfg.network, resolve=True),
+            "num_classes": dm.num_classes,
+            "in_channels": c,
+            "input_size": h,
+        },
+    )
     scheduler = (
         OmegaConf.to_container(cfg.model.scheduler, resolve=True) if cfg.model.scheduler else None
     )

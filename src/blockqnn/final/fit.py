@@ -35,7 +35,7 @@ def fit(s: Setup) -> dict[str, Any]:
     wall = time.perf_counter() - start
     # The weights at the end of fit (the EMA's where train.ema is set): validation, then test.
     val = trainer.validate(model, datamodule=dm, verbose=False)
-    test = trainer.test(model, datamodule=dm, verbose=False)
+    test = trainer.test(model, datamodule=dm, verbose=False) if s.cfg.train.test else None
     metrics: dict[str, Any] = {}
     if trainer.is_global_zero:
         c, h, _ = dm.shape
@@ -45,6 +45,7 @@ def fit(s: Setup) -> dict[str, Any]:
             "test_acc": float(test[0]["test/acc"]) if test else None,
             "val_acc": float(val[0]["val/acc"]) if val else None,
             "params": count_params(model.net),
+            "widths": list(model.net.spec.stage_widths),
             "flops": count_flops(model.net, (c, h, h)),
             "epochs": int(trainer.current_epoch),
             "wall_time": wall,
@@ -52,7 +53,7 @@ def fit(s: Setup) -> dict[str, Any]:
             "images_per_second": s.throughput.rate,
         }
         if s.cfg.train.export:
-            example = next(iter(dm.test_dataloader()))[0][:2]
+            example = next(iter(dm.val_dataloader()))[0][:2]  # its shape only
             metrics["exports"] = export(model, example, run_dir, block)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if wandb:

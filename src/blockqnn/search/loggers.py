@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from blockqnn.result import is_measured
+from blockqnn.result import is_measured, widths_text
 from blockqnn.space.registry import draw_arch, parse_any
 from blockqnn.wandb_files import history_rows
 
@@ -27,6 +27,7 @@ FIELDS = [
     "accuracy",
     "flops",
     "params",
+    "widths",
     "density",
     "best_reward",
     "reused",
@@ -83,7 +84,7 @@ class CSVLogger(NoLogger):
             self.log_episode(row)
 
     def log_episode(self, row: dict[str, Any]) -> None:
-        self.writer.writerow(row)
+        self.writer.writerow({**row, "widths": widths_text(row.get("widths"))})
         self.file.flush()
         self.logged.add(int(row["episode"]))
 
@@ -122,6 +123,7 @@ def catch_up_rows(episodes: list[dict], logged: set[int]) -> list[dict]:
                             "accuracy",
                             "flops",
                             "params",
+                            "widths",
                             "density",
                             "key",
                             "nsc",
@@ -368,6 +370,7 @@ class WandbLogger(NoLogger):
         self._queue.put(("call", work))
 
     def _log_row(self, payload: dict) -> None:
+        payload = {**payload, "widths": widths_text(payload.get("widths"))}
         row = {
             k: payload[k]
             for k in FIELDS + COUNTS
@@ -419,6 +422,7 @@ class WandbLogger(NoLogger):
                     e["accuracy"],
                     e["flops"],
                     e["params"],
+                    widths_text(e.get("widths")),
                     e["density"],
                     None,
                     e["reused"],
@@ -435,7 +439,11 @@ class WandbLogger(NoLogger):
         self.run.summary.update(run_summary(episodes))
         if best is not None:
             self.run.summary.update(
-                {"best_params": best.get("params"), "best_flops": best.get("flops")}
+                {
+                    "best_params": best.get("params"),
+                    "best_flops": best.get("flops"),
+                    "best_widths": widths_text(best.get("widths")),
+                }
             )
             self.run.summary.update(
                 {

@@ -16,6 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from blockqnn.result import widths_text
 from blockqnn.search.ranking import ranked
 from blockqnn.space.registry import build_space, parse_any
 
@@ -106,22 +107,26 @@ def summary_table(episodes: list[dict], k: int = 10, reevaluations: list[dict] =
     the full NSC is in topk.json): narrow enough for an 80-column terminal."""
 
     table = Table(title="top blocks (full NSC: topk.json)", padding=(0, 1), pad_edge=False)
-    for col, just in (
+    top = ranked(episodes, reevaluations)[:k]
+    sized = any(e.get("widths") for e in top)  # a budget chose each network's stage widths
+    columns = [
         ("#", "right"),
         ("ep", "right"),
         ("reward", "right"),
         ("n", "right"),
         ("acc", "right"),
         ("MFLOPs", "right"),
+        *([("widths", "right")] if sized else []),
         ("block", "left"),
-    ):
+    ]
+    for col, just in columns:
         table.add_column(
             col,
             justify=just,
             overflow="fold" if col == "block" else "ellipsis",
             no_wrap=col != "block",
         )
-    for i, e in enumerate(ranked(episodes, reevaluations)[:k], 1):
+    for i, e in enumerate(top, 1):
         se = f"±{e['reward_se']:.3f}" if e["evaluations"] > 1 else ""
         table.add_row(
             str(i),
@@ -130,6 +135,7 @@ def summary_table(episodes: list[dict], k: int = 10, reevaluations: list[dict] =
             str(e["evaluations"]),
             "-" if e["accuracy"] is None else f"{e['accuracy']:.3f}",
             "-" if e["flops"] is None else f"{e['flops'] / 1e6:.1f}",
+            *([widths_text(e.get("widths")) or "-"] if sized else []),
             parse_any(e["nsc"]).compact(),
         )
     return table
@@ -186,10 +192,16 @@ def startup_panel(
     grid.add_row("data", f"{data.name}{sizes}")
     net = cfg.network
     space = build_space(cfg.get("space"))
+    size = (
+        f"about {net.params:,} parameters each (stage widths chosen per block)"
+        if net.get("params") is not None
+        else f"about {net.flops:,} FLOPs each (stage widths chosen per block)"
+        if net.get("flops") is not None
+        else f"F={net.width}"
+    )
     grid.add_row(
         "network",
-        f"{net.kind}, F={net.width}, N={net.blocks_per_stage}, {net.stages} stages; "
-        + space.describe()
+        f"{net.kind}, {size}, N={net.blocks_per_stage}, {net.stages} stages; " + space.describe()
         if space.has_network
         else space.describe(),
     )

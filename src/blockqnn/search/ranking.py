@@ -19,6 +19,7 @@ METRICS = (
     "accuracy",
     "flops",
     "params",
+    "widths",
     "density",
     "status",
     "epochs",

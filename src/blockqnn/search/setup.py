@@ -176,6 +176,21 @@ def _trains(cfg: DictConfig) -> bool:
         return True
 
 
+def _check_budget(cfg: DictConfig, trains: bool) -> tuple[str, int] | None:
+    """A budget (network.params / network.flops) sizes networks that are trained: refused with
+    an evaluator that scores fixed networks (a surrogate fitted at one width, a table)."""
+    from blockqnn.space.budget import budget_of
+
+    budget = budget_of(OmegaConf.to_container(cfg.network, resolve=True))
+    if budget is not None and not trains:
+        raise ConfigError(
+            f"network.{budget[0]}={budget[1]} sizes the networks that a search trains; "
+            f"evaluator._target_={cfg.evaluator.get('_target_')} scores fixed networks "
+            "(use evaluator=lightning, or set the budget to null)"
+        )
+    return budget
+
+
 def _check_training_parts(cfg: DictConfig) -> None:
     """What every candidate's training builds, built once now on a dummy parameter: a misspelt
     reward reference, optimizer, scheduler or callback key fails here, before any training
@@ -309,6 +324,7 @@ def validate(cfg: DictConfig):
         )
     build_agent(cfg)
     _check_space(cfg)
+    budget = _check_budget(cfg, trains)
     if trains:
         _check_training_parts(cfg)
     _check_placement(cfg, str(target))
@@ -340,4 +356,13 @@ def validate(cfg: DictConfig):
     prepare = getattr(evaluator, "prepare", None)
     if prepare is not None:
         prepare()
+    if budget is not None:  # the reward's reference network must fit the budget too
+        from blockqnn.space.budget import OverBudget  # lazy: its counts import torch
+
+        try:
+            evaluator.reference_flops()
+        except OverBudget as exc:
+            raise ConfigError(
+                f"reward.flops_reference={cfg.reward.flops_reference}: {exc}; raise the budget"
+            ) from None
     return evaluator if local else None

@@ -46,6 +46,7 @@ RESULT_SQL = """    status TEXT NOT NULL,
     error TEXT,
     history TEXT,
     cost REAL,
+    widths TEXT,
 """
 
 SCHEMA = f"""
@@ -139,7 +140,8 @@ def parts_of(parts: dict[str, dict[str, Any]], owner: str) -> dict[str, dict[str
     return {k.removeprefix(owner + "."): v for k, v in parts.items() if k.startswith(owner + ".")}
 
 
-JSON_COLUMNS = ("history",)  # stored as JSON text (the validation accuracy of each epoch)
+# Stored as JSON text: the validation accuracy of each epoch, the stage widths a budget chose.
+JSON_COLUMNS = ("history", "widths")
 
 
 def _json(value: Any) -> str:
@@ -164,6 +166,14 @@ def _result(row: sqlite3.Row) -> dict[str, Any]:
         c: json.loads(row[c]) if c in JSON_COLUMNS and row[c] is not None else row[c]
         for c in RESULT_COLUMNS
     }
+
+
+def _listed(row: sqlite3.Row) -> dict[str, Any]:
+    """A stored row as a dict, its stage widths (JSON text in the table) as a list."""
+    out = dict(row)
+    if out.get("widths") is not None:
+        out["widths"] = json.loads(out["widths"])
+    return out
 
 
 def evaluation_stats(rows: list[dict]) -> dict | None:
@@ -243,10 +253,12 @@ class SearchStore:
                 if "told" not in columns:  # folders from before predicted rewards were refreshed
                     with self.transaction() as db:
                         db.execute("ALTER TABLE episodes ADD COLUMN told INTEGER")
-                for table in ("episodes", "reevaluations"):  # from before results had a cost
-                    if "cost" not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
-                        with self.transaction() as db:
-                            db.execute(f"ALTER TABLE {table} ADD COLUMN cost REAL")
+                for table in ("episodes", "reevaluations"):  # from before results had these
+                    have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                    for column, kind in (("cost", "REAL"), ("widths", "TEXT")):
+                        if column not in have:
+                            with self.transaction() as db:
+                                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             else:
                 self.db.executescript(SCHEMA + PARTS_TABLE + ";" + REEVAL_TABLE + ";")
                 with self.transaction():
@@ -515,7 +527,7 @@ class SearchStore:
         )
 
     def reevaluations(self) -> list[dict]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM reevaluations ORDER BY id")]
+        return [_listed(r) for r in self.db.execute("SELECT * FROM reevaluations ORDER BY id")]
 
     def told_indices(self, key: str) -> list[int]:
         """The agent-memory indices of the block's taught, measured episodes (reused included)."""
@@ -555,7 +567,7 @@ class SearchStore:
         return evaluation_stats([r for r in rows if is_measured(r)])
 
     def episodes(self) -> list[dict]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM episodes ORDER BY id")]
+        return [_listed(r) for r in self.db.execute("SELECT * FROM episodes ORDER BY id")]
 
     def close(self) -> None:
         """Close; anything not committed is dropped."""

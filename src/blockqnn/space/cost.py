@@ -30,6 +30,16 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
         module.train(was_training)
 
 
+def stage_widths(width: int, stages: int, widths=None) -> tuple[int, ...]:
+    """Each stage's width: ``widths`` when given (one per stage), else ``width`` doubling."""
+    if widths is None:
+        return tuple(int(width) * 2**s for s in range(int(stages)))
+    widths = tuple(int(w) for w in widths)
+    if len(widths) != int(stages) or min(widths) < 1:
+        raise ValueError(f"widths {list(widths)} must be {stages} positive stage widths")
+    return widths
+
+
 def network_cost(
     block,
     kind: str = "cifar",
@@ -39,16 +49,38 @@ def network_cost(
     blocks_per_stage: int = 2,
     width: int = 32,
     stages: int = 3,
-    **_unused,
+    widths: tuple[int, ...] | list[int] | None = None,
+    **rest,
 ) -> tuple[int, int]:
     """(FLOPs, parameters) of :func:`blockqnn.space.network.build_network`'s network for
     ``block``, computed from the NSC without building it: what :func:`count_flops` (convolutions
     and the classifier, a multiply-add counting 2) and :func:`count_params` give, thousands of
-    times faster (the surrogate evaluator prices every sampled block this way). Options that
-    do not change the architecture (drop_path, channels_last) are ignored."""
+    times faster (the surrogate evaluator prices every sampled block this way). ``widths``:
+    each stage's width (default ``width`` doubling per stage); a budget (``params`` or
+    ``flops``, :mod:`blockqnn.space.budget`) chooses them. Options that do not change the
+    architecture (drop_path, channels_last) are ignored."""
 
     if not isinstance(block, Block):
         block = Block.parse(block)
+    if any(rest.get(k) is not None for k in ("params", "flops")):
+        from blockqnn.space.budget import resolve  # budget.py counts with this function
+
+        spec, _ = resolve(
+            block,
+            {
+                **rest,
+                "kind": kind,
+                "num_classes": num_classes,
+                "in_channels": in_channels,
+                "input_size": input_size,
+                "blocks_per_stage": blocks_per_stage,
+                "width": width,
+                "stages": stages,
+            },
+        )
+        return network_cost(block, **spec)
+    widths = stage_widths(width, stages, widths)
+    width = widths[0]
     convs = [layer.kernel for layer in block.body if layer.type == LayerType.CONV]
     concats = sum(layer.type == LayerType.CONCAT for layer in block.body)
     leaves = len(block.leaves)
@@ -65,11 +97,11 @@ def network_cost(
     else:
         f, p = conv(in_channels, width, 3, size * size)
     flops, params = flops + f, params + p
-    channels, w = width, width
+    channels = width
     for stage in range(stages):
+        w = widths[stage]
         if stage > 0:
             size //= 2
-            w *= 2
         hw = size * size
         for _ in range(blocks_per_stage):
             parts = [conv(w, w, k, hw) for k in convs] + [conv(2 * w, w, 1, hw)] * concats

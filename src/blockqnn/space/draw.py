@@ -191,9 +191,16 @@ def network_layout(
 ) -> tuple[list[tuple[str, str]], list[tuple[float, float]]]:
     """The network's parts as (label, colour) boxes from input to classifier, and their centres
     (one column, NET_BOX_W wide, spaced by BOX_H + GAP_Y)."""
+    # lazy: budget.py's counts import torch, which the search's master does not need to start
+    from blockqnn.space.budget import resolve
+    from blockqnn.space.cost import stage_widths
+
+    spec, _ = resolve(block, spec)
     kind = spec.get("kind", "cifar")
-    size, width = int(spec.get("input_size", 32)), int(spec.get("width", 32))
+    size = int(spec.get("input_size", 32))
     stages, n = int(spec.get("stages", 3)), int(spec.get("blocks_per_stage", 2))
+    widths = stage_widths(int(spec.get("width", 32)), stages, spec.get("widths"))
+    width = widths[0]
     boxes = [(f"input {spec.get('in_channels', 3)} x {size} x {size}", COLOURS["input"])]
     if kind == "imagenet":
         boxes.append((f"stem: 7x7/2 conv, 3x3/2 max pool -> {width}", COLOURS[LayerType.CONV]))
@@ -203,7 +210,7 @@ def network_layout(
     for s in range(stages):
         boxes.append(
             (
-                f"stage {s + 1}: block x {n}, F={width * 2**s}, {size}x{size}",
+                f"stage {s + 1}: block x {n}, F={widths[s]}, {size}x{size}",
                 COLOURS[LayerType.CONCAT],
             )
         )
@@ -230,7 +237,7 @@ def draw_network(
     from blockqnn.space.cost import network_cost
 
     boxes, pos = network_layout(block, spec)
-    flops, params = network_cost(block, **spec)
+    flops, params = network_cost(block, **spec)  # at the widths a budget chose, if any
     chain = nx.DiGraph()
     for i, (label, colour) in enumerate(boxes):
         chain.add_node(i, label=label, colour=colour)

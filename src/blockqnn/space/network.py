@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from blockqnn.errors import ConfigError
+from blockqnn.space.budget import resolve
+from blockqnn.space.cost import stage_widths
 from blockqnn.space.nsc import Block, LayerType
 from blockqnn.space.ops import Add, BranchDrop, Concat, Normalize, ReLUConvBN, pool
 
@@ -62,12 +64,18 @@ class NetworkSpec:
     width: int = 32  # F of the first stage, doubled after each pooling
     stages: int = 3
     drop_path: float = 0.0
+    widths: tuple[int, ...] | None = None  # each stage's width (a budget's choice) instead
+
+    @property
+    def stage_widths(self) -> tuple[int, ...]:
+        return stage_widths(self.width, self.stages, self.widths)
 
 
 class BlockNetwork(nn.Module):
     """The input's normalisation (:class:`Normalize`: the network takes float images in
-    [0, 1]), the stem, ``stages`` stages of N blocks with max pooling /2 and width doubling
-    between them, then ReLU, global average pooling and a linear classifier."""
+    [0, 1]), the stem, ``stages`` stages of N blocks with max pooling /2 between them (each
+    stage twice as wide as the previous one, or ``spec.widths``), then ReLU, global average
+    pooling and a linear classifier."""
 
     def __init__(self, block: Block, spec: NetworkSpec, stem: nn.Module):
         super().__init__()
@@ -76,12 +84,11 @@ class BlockNetwork(nn.Module):
         self.normalize = Normalize(spec.in_channels)
         self.stem = stem
         layers: list[nn.Module] = []
-        channels = spec.width
-        width = spec.width
-        for stage in range(spec.stages):
+        widths = spec.stage_widths
+        channels = widths[0]
+        for stage, width in enumerate(widths):
             if stage > 0:
                 layers.append(nn.MaxPool2d(2, 2))
-                width *= 2
             for _ in range(spec.blocks_per_stage):
                 layers.append(BlockModule(block, channels, width, spec.drop_path))
                 channels = width
@@ -95,16 +102,18 @@ class BlockNetwork(nn.Module):
 
 
 def cifar_stem(spec: NetworkSpec) -> nn.Module:
+    width = spec.stage_widths[0]
     return nn.Sequential(
-        nn.Conv2d(spec.in_channels, spec.width, 3, padding=1, bias=False),
-        nn.BatchNorm2d(spec.width),
+        nn.Conv2d(spec.in_channels, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
     )
 
 
 def imagenet_stem(spec: NetworkSpec) -> nn.Module:
+    width = spec.stage_widths[0]
     return nn.Sequential(
-        nn.Conv2d(spec.in_channels, spec.width, 7, stride=2, padding=3, bias=False),
-        nn.BatchNorm2d(spec.width),
+        nn.Conv2d(spec.in_channels, width, 7, stride=2, padding=3, bias=False),
+        nn.BatchNorm2d(width),
         nn.ReLU(),
         nn.MaxPool2d(3, stride=2, padding=1),
     )
@@ -118,11 +127,16 @@ STEMS: dict[str, Callable[[NetworkSpec], nn.Module]] = {
 
 
 def build_network(block: Block | str | list, kind: str = "cifar", **spec_kwargs) -> BlockNetwork:
-    """Build the ``kind`` network ('cifar' or 'imagenet') from a block."""
+    """Build the ``kind`` network ('cifar' or 'imagenet') from a block; with a budget
+    (``params=`` or ``flops=``, :mod:`blockqnn.space.budget`) at the widths it chooses."""
 
     if kind not in STEMS:
         raise ConfigError(f"unknown network kind {kind!r}; known: {', '.join(sorted(STEMS))}")
     if not isinstance(block, Block):
         block = Block.parse(block)
+    spec_kwargs, _ = resolve(block, {**spec_kwargs, "kind": kind})
+    spec_kwargs.pop("kind")
+    if spec_kwargs.get("widths") is not None:
+        spec_kwargs["widths"] = tuple(spec_kwargs["widths"])
     spec = NetworkSpec(**spec_kwargs)
     return BlockNetwork(block, spec, STEMS[kind](spec))
