@@ -36,6 +36,8 @@ def test_final_imagenet_template_ends_at_7x7_and_its_flops_match_a_hand_count():
 
     cfg = compose_train("experiment=final_imagenet")
     net_cfg = {k: v for k, v in cfg.network.items() if k not in ("drop_path", "channels_last")}
+    assert cfg.network.params is None and cfg.network.flops is None  # a fixed width
+    net_cfg = {k: net_cfg[k] for k in ("kind", "width", "blocks_per_stage", "stages")}
     assert net_cfg == {"kind": "imagenet", "width": 64, "blocks_per_stage": 2, "stages": 4}
     assert cfg.data.input_size == 224 and cfg.data.in_memory is False
     net = build_network(preset("plain"), num_classes=1000, in_channels=3, input_size=224, **net_cfg)
