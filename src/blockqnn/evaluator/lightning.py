@@ -20,6 +20,7 @@ from blockqnn.evaluator import DDP_DEFAULT_TIMEOUT_S
 from blockqnn.evaluator.ddp import evaluate_ddp
 from blockqnn.evaluator.training import train_candidate
 from blockqnn.result import evaluation_seed
+from blockqnn.space.budget import resolve as resolve_budget
 from blockqnn.space.cost import network_cost
 from blockqnn.space.presets import preset
 
@@ -90,9 +91,8 @@ class LightningEvaluator:
     def reference_flops(self) -> int:
         """FLOPs of the network built from the reward's reference block (once per worker)."""
         if self._ref_flops is None:
-            self._ref_flops = network_cost(
-                preset(str(self.run.reward.flops_reference)), **self.network_spec()
-            )[0]
+            ref = preset(str(self.run.reward.flops_reference))
+            self._ref_flops = network_cost(ref, **resolve_budget(ref, self.network_spec())[0])[0]
         return self._ref_flops
 
     # ------------------------------------------------------------------ evaluation

@@ -179,7 +179,7 @@ def _trains(cfg: DictConfig) -> bool:
 def _check_budget(cfg: DictConfig, trains: bool) -> tuple[str, int] | None:
     """A budget (network.params / network.flops) sizes networks that are trained: refused with
     an evaluator that scores fixed networks (a surrogate fitted at one width, a table)."""
-    from blockqnn.space.budget import budget_of
+    from blockqnn.space.budget import budget_of  # lazy: the space package imports torch
 
     budget = budget_of(OmegaConf.to_container(cfg.network, resolve=True))
     if budget is not None and not trains:

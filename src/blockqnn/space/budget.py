@@ -93,6 +93,7 @@ def fit_widths(
     Raises :class:`OverBudget` when even one channel per stage costs more than
     ``target`` x (1 + ``tolerance``)."""
 
+    # lazy: cost.py imports torch; the search's master imports this module without it
     from blockqnn.space.cost import network_cost
     from blockqnn.space.nsc import Block
 

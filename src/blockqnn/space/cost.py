@@ -63,22 +63,9 @@ def network_cost(
     if not isinstance(block, Block):
         block = Block.parse(block)
     if any(rest.get(k) is not None for k in ("params", "flops")):
-        from blockqnn.space.budget import resolve  # budget.py counts with this function
-
-        spec, _ = resolve(
-            block,
-            {
-                **rest,
-                "kind": kind,
-                "num_classes": num_classes,
-                "in_channels": in_channels,
-                "input_size": input_size,
-                "blocks_per_stage": blocks_per_stage,
-                "width": width,
-                "stages": stages,
-            },
+        raise ValueError(
+            "a budget (params / flops) is resolved into widths first: blockqnn.space.budget.resolve"
         )
-        return network_cost(block, **spec)
     widths = stage_widths(width, stages, widths)
     width = widths[0]
     convs = [layer.kernel for layer in block.body if layer.type == LayerType.CONV]

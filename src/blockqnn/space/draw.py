@@ -233,11 +233,13 @@ def draw_network(
     import networkx as nx
     from matplotlib.figure import Figure
 
+    from blockqnn.space.budget import resolve  # lazy, as network_cost: its counts import torch
+
     # lazy: cost.py imports torch, which the search's master does not need to start
     from blockqnn.space.cost import network_cost
 
     boxes, pos = network_layout(block, spec)
-    flops, params = network_cost(block, **spec)  # at the widths a budget chose, if any
+    flops, params = network_cost(block, **resolve(block, spec)[0])  # at a budget's widths
     chain = nx.DiGraph()
     for i, (label, colour) in enumerate(boxes):
         chain.add_node(i, label=label, colour=colour)
