@@ -123,13 +123,13 @@ def catch_up_rows(episodes: list[dict], logged: set[int]) -> list[dict]:
                             "accuracy",
                             "flops",
                             "params",
-                            "widths",
                             "density",
                             "key",
                             "nsc",
                             "wall_time",
                         )
                     },
+                    "widths": e.get("widths"),  # a budget's choice (absent before budgets)
                     "best_reward": best,
                     "reused": int(e["reused"]),
                     "predicted": int(e["predicted"]),
