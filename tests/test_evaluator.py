@@ -44,6 +44,9 @@ def test_ok_result_is_plain_and_complete():
         r["accuracy"] - 0.01 * (math.log(r["flops"] / _ref_flops()) + 8 * math.log(1.4))
     )
     assert len(r["history"]) == 2 and r["history"][-1] == r["accuracy"]
+    # Each epoch's mean training loss (TSE is their sum): finite, positive, falling on digits.
+    assert len(r["train_loss"]) == 2 and all(0 < x < 10 for x in r["train_loss"])
+    assert r["train_loss"][1] < r["train_loss"][0]
 
 
 def _ref_flops():

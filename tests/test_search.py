@@ -45,6 +45,32 @@ def test_loop_records_every_episode_once_and_dedupes(tmp_path):
     assert best["reward"] == max(r["reward"] for r in rows)
 
 
+def test_store_from_before_a_result_column_gains_it_and_keeps_its_rows(tmp_path):
+    """A search folder written before results had cost, widths and train_loss opens, gains the
+    columns, keeps its rows, and stores the new fields from then on."""
+    from blockqnn.result import empty_result
+
+    cfg = cfg_for(*QUICK)
+    store = SearchStore(tmp_path / "search.db", _fp(cfg))
+    store.begin(0, 0, 1.0, "[[1,1,3,0,0],[2,7,0,0,0]]", "a")
+    store.finish(0, empty_result("ok", reward=0.5, accuracy=0.5))
+    store.commit(({"iteration": 1}, {}))
+    store.close()
+    con = sqlite3.connect(tmp_path / "search.db")
+    for table in ("episodes", "reevaluations"):
+        for column in ("cost", "widths", "train_loss"):
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    con.commit()
+    con.close()
+    store = SearchStore(tmp_path / "search.db", _fp(cfg))
+    assert store.lookup("a")["reward"] == 0.5 and store.lookup("a")["train_loss"] is None
+    store.begin(1, 1, 1.0, "[[1,1,5,0,0],[2,7,0,0,0]]", "b")
+    store.finish(1, empty_result("ok", reward=0.6, accuracy=0.6, train_loss=[1.5, 0.9]))
+    store.commit(({"iteration": 2}, {}))
+    assert store.lookup("b")["train_loss"] == [1.5, 0.9]
+    store.close()
+
+
 def test_store_refuses_foreign_corrupt_and_incompatible(tmp_path):
     cfg = cfg_for(*QUICK)
     foreign = tmp_path / "foreign"

@@ -15,6 +15,11 @@ Statuses. Only what is the candidate's own fault is a result the agent learns fr
 ``widths`` are the network's stage widths where a budget (``network.params``/``flops``)
 chose them; None at a fixed width.
 
+``train_loss`` is the mean training loss of each epoch of the proxy training (like ``history``,
+the validation accuracy of each epoch); its sum is the training speed estimate TSE (Ru et al.,
+NeurIPS 2021), which BENCHMARKS.md "Proxy fidelity" scores as a proxy. Empty where nothing was
+trained (the table and surrogate evaluators).
+
 ``failed`` is not the candidate's fault: a bug, a crashed worker, a lost node. It is recorded
 with its traceback, the agent is not taught it, and ``search.max_consecutive_failures`` of
 them in a row stop the search (README, "When an evaluation fails").
@@ -73,6 +78,7 @@ FIELDS = (
     "history",
     "cost",
     "widths",
+    "train_loss",
 )
 
 
@@ -94,6 +100,7 @@ def empty_result(status: str, error: str | None = None, **values: Any) -> dict[s
         "history": [],
         "cost": None,
         "widths": None,
+        "train_loss": [],
         **values,
     }
 

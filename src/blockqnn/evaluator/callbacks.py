@@ -16,6 +16,7 @@ class ShapedRewardCallback(L.Callback):
     def __init__(self, flops: float, flops_ref: float, density: float, cfg: RewardConfig):
         self.flops, self.flops_ref, self.density, self.cfg = flops, flops_ref, density, cfg
         self.history: list[float] = []
+        self.losses: list[float] = []  # each epoch's mean training loss (their sum: TSE)
         self.accuracy: float | None = None
         self.reward: float | None = None
 
@@ -25,6 +26,10 @@ class ShapedRewardCallback(L.Callback):
         acc = trainer.callback_metrics.get("val/acc")
         if acc is not None:
             self.history.append(float(acc))
+        # Callbacks run before the module's own epoch-end hook logs train/loss: ask the module.
+        loss = pl_module.epoch_train_loss() if hasattr(pl_module, "epoch_train_loss") else None
+        if loss is not None:
+            self.losses.append(loss)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.history:

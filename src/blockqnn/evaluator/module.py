@@ -86,6 +86,10 @@ class BlockClassifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._loss_sum, self._loss_n = torch.zeros((), device=self.device), 0
 
+    def epoch_train_loss(self) -> float | None:
+        """The mean training loss of the epoch so far (None before its first batch)."""
+        return float(self._loss_sum / self._loss_n) if self._loss_n else None
+
     def on_train_epoch_end(self) -> None:
         if bool(self._nonfinite):
             raise DivergedError(f"non-finite training loss in epoch {self.current_epoch}")

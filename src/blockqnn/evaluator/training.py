@@ -167,6 +167,7 @@ def train_candidate(
             trainer.fit(model, datamodule=dm)
             out["epochs"] = trainer.current_epoch
             out["history"] = reward_cb.history
+            out["train_loss"] = reward_cb.losses
             out["lr"] = lr
             if not restart_cb.triggered:
                 break

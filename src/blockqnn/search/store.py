@@ -47,6 +47,7 @@ RESULT_SQL = """    status TEXT NOT NULL,
     history TEXT,
     cost REAL,
     widths TEXT,
+    train_loss TEXT,
 """
 
 SCHEMA = f"""
@@ -140,8 +141,9 @@ def parts_of(parts: dict[str, dict[str, Any]], owner: str) -> dict[str, dict[str
     return {k.removeprefix(owner + "."): v for k, v in parts.items() if k.startswith(owner + ".")}
 
 
-# Stored as JSON text: the validation accuracy of each epoch, the stage widths a budget chose.
-JSON_COLUMNS = ("history", "widths")
+# Stored as JSON text: the validation accuracy and the mean training loss of each epoch, the stage
+# widths a budget chose.
+JSON_COLUMNS = ("history", "widths", "train_loss")
 
 
 def _json(value: Any) -> str:
@@ -255,7 +257,11 @@ class SearchStore:
                         db.execute("ALTER TABLE episodes ADD COLUMN told INTEGER")
                 for table in ("episodes", "reevaluations"):  # from before results had these
                     have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
-                    for column, kind in (("cost", "REAL"), ("widths", "TEXT")):
+                    for column, kind in (
+                        ("cost", "REAL"),
+                        ("widths", "TEXT"),
+                        ("train_loss", "TEXT"),
+                    ):
                         if column not in have:
                             with self.transaction() as db:
                                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")

@@ -1,0 +1,297 @@
+"""Proxy fidelity (issue 34, item 2): every candidate proxy scored on the 40 pre-registered
+blocks (bench/results/fidelity/blocks.json) against their final-recipe validation accuracy
+(bench/fidelity_final.py). Choose a search's proxy from this, never from test accuracy.
+
+    python bench/proxy_fidelity.py collect   # the proxies' own trainings and scores (resumable)
+    python bench/proxy_fidelity.py score     # -> bench/results/fidelity/scores.json
+
+Candidates (a higher score predicts a better block):
+  * ``bench``: experiment=bench_proxy as shipped (Fashion-MNIST, 3,000 / 2,000 images at 14 x 14,
+    one epoch, every block at F = 12, N = 1): its accuracy; its shaped reward over a grid of mu
+    and rho; TSE (minus the sum of its epochs' mean training losses); two seeds averaged.
+  * ``bench_budget``: the same at network.params=50000 (N = 1 at 50k gives about the widths
+    of the final networks, N = 2 at 100k); the same read-outs.
+  * ``econas``: more images, one epoch, at the budget (EcoNAS, Zhou et al. CVPR 2020: 10,000
+    training images, 2,000 validation).
+  * zero-cost scores at initialisation of the final network (one minibatch of 64 training
+    images): synflow, naswot, grad_norm, snip (blockqnn.evaluator.zero_cost).
+  * baselines any proxy must beat: #params and FLOPs of the bench network (fixed width) and
+    FLOPs of the final network at its budget; the BlockQNN-Bench surrogate's noise-free
+    prediction (its table holds the table_top50 and table_q4 blocks: a leak in its favour).
+
+Metrics: Kendall tau with the final validation accuracy (seed mean where a block has two) over
+all blocks and within the final top half; recall of the final top 8 within the proxy's top 8;
+CPU-seconds per block (one thread) and tau per CPU-second; a 95% bootstrap interval (blocks
+resampled) for each tau. The ceiling: the final recipe's own seed-to-seed tau. Prints one JSON
+line last."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+from scipy.stats import kendalltau
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import evaluator_for  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FID = ROOT / "bench" / "results" / "fidelity"
+BLOCKS = FID / "blocks.json"
+FINAL = FID / "final"
+PROXIES_DIR = FID / "proxies"
+BUDGET = 50000
+
+PROXIES = {
+    "bench": ["experiment=bench_proxy"],
+    "bench_budget": ["experiment=bench_proxy", f"network.params={BUDGET}"],
+    "econas": [
+        "experiment=bench_proxy",
+        f"network.params={BUDGET}",
+        "data.subset=12000",
+        "data.val_fraction=0.1666667",
+    ],
+}
+SEEDS = (0, 1)  # the evaluator's repeat 0 (the search's seed) and repeat 1 (a fresh one)
+MUS = (0.0, 0.5, 1.0, 2.0, 4.0)
+RHOS = (0.0, 1.0, 2.0, 4.0, 8.0)
+
+
+def blocks() -> list[dict]:
+    return json.loads(BLOCKS.read_text())["blocks"]
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def collect_proxy(name: str, overrides: list[str]) -> None:
+    """Train every block under one proxy, both seeds; one entry per (block, seed), saved as it
+    lands (a rerun skips what is there)."""
+    import torch
+
+    path = PROXIES_DIR / f"{name}.json"
+    data = _load(path) or {"overrides": overrides, "runs": {}}
+    ev = evaluator_for(*overrides)
+    ev.prepare()
+    data["reference_flops"] = ev.reference_flops()
+    for b in blocks():
+        for seed in SEEDS:
+            key = f"{b['index']}:{seed}"
+            if key in data["runs"]:
+                continue
+            torch.set_num_threads(1)
+            cpu, wall = time.process_time(), time.perf_counter()
+            r = ev(b["nsc"], repeat=seed)
+            keep = ("status", "accuracy", "reward", "flops", "params", "density", "widths")
+            data["runs"][key] = {
+                **{k: r.get(k) for k in keep},
+                "train_loss": r.get("train_loss"),
+                "cpu_s": time.process_time() - cpu,
+                "wall_s": time.perf_counter() - wall,
+            }
+            _save(path, data)
+        print(f"{name}: block {b['index']} done", flush=True)
+
+
+def collect_static() -> None:
+    """Zero-cost scores (final network at init, one batch), sizes, and the surrogate."""
+    import torch
+
+    from blockqnn.evaluator.zero_cost import zero_cost_scores
+    from blockqnn.space.budget import resolve
+    from blockqnn.space.cost import network_cost
+    from blockqnn.space.network import build_network
+    from blockqnn.space.nsc import Block
+
+    path = PROXIES_DIR / "static.json"
+    data = _load(path) or {"blocks": {}}
+    # One minibatch of 64 training images as the final training sees them (28 x 28, scaled).
+    dm = evaluator_for("data=fashion_mnist", "recipe.batch_size=64").datamodule
+    x, y = next(iter(dm.train_dataloader()))
+    final_spec = dict(
+        kind="cifar", width=32, blocks_per_stage=2, stages=3, params=100000, flops=None,
+        max_width=256, budget_tolerance=0.03, in_channels=1, num_classes=10, input_size=28,
+    )  # fmt: skip
+    bench_spec = dict(
+        kind="cifar", width=12, blocks_per_stage=1, stages=3, in_channels=1, num_classes=10,
+        input_size=14,
+    )  # fmt: skip
+    surrogate = evaluator_for("experiment=bench_proxy", "evaluator=surrogate")
+    for b in blocks():
+        key = str(b["index"])
+        if key in data["blocks"]:
+            continue
+        block = Block.parse(b["nsc"])
+        spec, _ = resolve(block, dict(final_spec))
+        torch.manual_seed(0)
+        torch.set_num_threads(1)
+        net = build_network(
+            block,
+            **{
+                k: v
+                for k, v in spec.items()
+                if k not in ("params", "flops", "max_width", "budget_tolerance")
+            },
+        )
+        cpu = time.process_time()
+        scores = zero_cost_scores(net, x, y)
+        zc_cpu = time.process_time() - cpu
+        flops_fixed, params_fixed = network_cost(block, **bench_spec)
+        flops_budget, _ = network_cost(block, **spec)
+        data["blocks"][key] = {
+            **scores,
+            "zero_cost_cpu_s": zc_cpu / len(scores),
+            "params_fixed": params_fixed,
+            "flops_fixed": flops_fixed,
+            "flops_budget": flops_budget,
+            "surrogate": float(surrogate.predict([b["nsc"]])[0]),
+        }
+        _save(path, data)
+    print("static scores done", flush=True)
+
+
+# ---------------------------------------------------------------------------- scoring
+def final_accuracy() -> tuple[dict[int, float], dict[int, list[float]]]:
+    per: dict[int, list[float]] = {}
+    for p in sorted(FINAL.glob("*.json")):
+        r = json.loads(p.read_text())
+        if r["status"] == "ok":
+            per.setdefault(r["index"], []).append(r["val_acc"])
+    return {i: sum(v) / len(v) for i, v in per.items()}, per
+
+
+def _tau(x: list[float], y: list[float]) -> float:
+    t = kendalltau(x, y).statistic
+    return float("nan") if t != t else float(t)
+
+
+def metrics(score: dict[int, float], final: dict[int, float], cpu_s: float | None) -> dict:
+    common = sorted(i for i in final if i in score and math.isfinite(score[i]))
+    f = [final[i] for i in common]
+    s = [score[i] for i in common]
+    ranked = sorted(common, key=lambda i: -final[i])
+    top = ranked[: len(ranked) // 2]
+    k = min(8, len(common))
+    top_final = set(ranked[:k])
+    top_proxy = set(sorted(common, key=lambda i: -score[i])[:k])
+    rng = random.Random(0)
+    boot = []
+    for _ in range(1000):
+        pick = [rng.choice(common) for _ in common]
+        boot.append(_tau([final[i] for i in pick], [score[i] for i in pick]))
+    boot = sorted(t for t in boot if t == t)
+    out = {
+        "blocks": len(common),
+        "tau_all": round(_tau(f, s), 4),
+        "tau_all_ci95": [
+            round(boot[int(0.025 * len(boot))], 3),
+            round(boot[int(0.975 * len(boot)) - 1], 3),
+        ]
+        if boot
+        else None,
+        "tau_top_half": round(_tau([final[i] for i in top], [score[i] for i in top]), 4),
+        "recall_top8": round(len(top_final & top_proxy) / k, 3) if k else None,
+        "cpu_s_per_block": None if cpu_s is None else round(cpu_s, 2),
+    }
+    if cpu_s:
+        out["tau_per_cpu_s"] = round(out["tau_all"] / cpu_s, 5)
+    return out
+
+
+def proxy_scores() -> dict[str, tuple[dict[int, float], float | None]]:
+    """name -> (block index -> score, CPU-seconds per block)."""
+    out: dict[str, tuple[dict[int, float], float | None]] = {}
+    for name in PROXIES:
+        data = _load(PROXIES_DIR / f"{name}.json")
+        if not data:
+            continue
+        ref = data["reference_flops"]
+        runs = {k: v for k, v in data["runs"].items() if v["status"] == "ok"}
+        by_seed: dict[int, dict[int, dict]] = {}
+        for key, r in runs.items():
+            i, seed = map(int, key.split(":"))
+            by_seed.setdefault(seed, {})[i] = r
+        s0 = by_seed.get(0, {})
+        cpu0 = sum(r["cpu_s"] for r in s0.values()) / max(len(s0), 1)
+        out[f"{name}:acc"] = ({i: r["accuracy"] for i, r in s0.items()}, cpu0)
+        out[f"{name}:tse"] = (
+            {i: -sum(r["train_loss"]) for i, r in s0.items() if r["train_loss"]},
+            cpu0,
+        )
+        both = [i for i in s0 if all(i in by_seed.get(s, {}) for s in SEEDS)]
+        out[f"{name}:acc_2seeds"] = (
+            {i: sum(by_seed[s][i]["accuracy"] for s in SEEDS) / len(SEEDS) for i in both},
+            2 * cpu0,
+        )
+        for mu in MUS:
+            for rho in RHOS:
+                out[f"{name}:reward_mu{mu}_rho{rho}"] = (
+                    {
+                        i: r["accuracy"]
+                        - 0.01 * (mu * math.log(r["flops"] / ref) + rho * math.log(r["density"]))
+                        for i, r in s0.items()
+                    },
+                    cpu0,
+                )
+    static = _load(PROXIES_DIR / "static.json").get("blocks", {})
+    if static:
+        zc_cpu = sum(v["zero_cost_cpu_s"] for v in static.values()) / len(static)
+        for score in ("synflow", "naswot", "grad_norm", "snip"):
+            out[f"zero_cost:{score}"] = ({int(i): v[score] for i, v in static.items()}, zc_cpu)
+        for score in ("params_fixed", "flops_fixed", "flops_budget", "surrogate"):
+            out[f"baseline:{score}"] = ({int(i): float(v[score]) for i, v in static.items()}, 0.0)
+    return out
+
+
+def score() -> dict:
+    final, per = final_accuracy()
+    twice = [i for i, v in per.items() if len(v) >= 2]
+    table = {name: metrics(s, final, cpu) for name, (s, cpu) in proxy_scores().items()}
+    result = {
+        "bench": "proxy_fidelity",
+        "final_blocks": len(final),
+        "final_trainings": sum(len(v) for v in per.values()),
+        "ceiling_seed_to_seed": {
+            "blocks": len(twice),
+            "tau": round(_tau([per[i][0] for i in twice], [per[i][1] for i in twice]), 4)
+            if len(twice) > 2
+            else None,
+        },
+        "final_range": [min(final.values()), max(final.values())] if final else None,
+        "proxies": table,
+    }
+    _save(FID / "scores.json", result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["collect", "score"])
+    parser.add_argument("--proxies", nargs="*", default=list(PROXIES))
+    a = parser.parse_args()
+    if a.step == "collect":
+        collect_static()
+        for name in a.proxies:
+            collect_proxy(name, PROXIES[name])
+        print(json.dumps({"bench": "proxy_fidelity", "collected": a.proxies}))
+    else:
+        r = score()
+        brief = {k: v for k, v in r.items() if k != "proxies"}
+        print(json.dumps({**brief, "proxies": len(r["proxies"])}))
+
+
+if __name__ == "__main__":
+    main()
