@@ -46,6 +46,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import ROOT, compose_search, mean_ci  # noqa: E402
 
+from blockqnn.compare import holm  # noqa: E402
+
 OUT = ROOT / "bench" / "results" / "nb201"
 RUNS = OUT / "runs.jsonl"
 DATASETS = ("cifar10", "cifar100", "imagenet16")
@@ -280,16 +282,6 @@ def _welch(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> floa
     if len(a) < 3 or len(b) < 3:
         return float("nan")
     return float(stats.ttest_ind(a, b, equal_var=False, alternative=alternative).pvalue)
-
-
-def holm(pvalues: dict) -> dict:
-    """Holm's step-down adjustment of a family of p-values."""
-    items = sorted((p, k) for k, p in pvalues.items() if p == p)
-    out, running, m = {}, 0.0, len(items)
-    for i, (p, k) in enumerate(items):
-        running = max(running, min(1.0, (m - i) * p))
-        out[k] = running
-    return out
 
 
 def report() -> dict:

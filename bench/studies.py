@@ -382,17 +382,18 @@ def aggregate(runs: list[dict], reference: str) -> dict:
                 g[f"pairwise_minus_{reference}"] = [
                     round(v, 4) for v in mean_ci([a - b for a, b in zip(mine, theirs)])
                 ]
-                if len(pairs) >= 5:
-                    g[f"p_pairwise_vs_{reference}"] = round(paired_p(theirs, mine), 4)
+                p = paired_p(theirs, mine)  # None below 6 pairs: no test
+                if p is not None:
+                    g[f"p_pairwise_vs_{reference}"] = round(p, 4)
             for k in ("best", "top10", "returned_true", "incumbent_at_equal_trainings"):
                 pairs = [
                     (ref[r["seed"]][k], r[k])
                     for r in rs
                     if r["seed"] in ref and k in r and k in ref[r["seed"]]
                 ]
-                if len(pairs) >= 5:
-                    a, b = zip(*pairs)
-                    g[f"p_{k}_vs_{reference}"] = round(paired_p(list(a), list(b)), 4)
+                p = paired_p(*map(list, zip(*pairs))) if pairs else None
+                if p is not None:
+                    g[f"p_{k}_vs_{reference}"] = round(p, 4)
         out[name] = g
     return out
 

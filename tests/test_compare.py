@@ -115,10 +115,13 @@ def test_paired_tests_pair_the_seeds(sweep):
     final = {
         name: {r["seed"]: r["curves"]["best_curve"][-1] for r in rs} for name, rs in groups.items()
     }
-    a, b = [final["agent=random"][s] for s in (0, 1)], [final["agent=qlearning"][s] for s in (0, 1)]
-    expected = 1.0 if a == b else wilcoxon(a, b).pvalue
-    assert q["p_best"] == pytest.approx(expected)
+    b = [final["agent=qlearning"][s] for s in (0, 1)]
+    assert q["p_best"] is None  # 2 pairs: no test (a Wilcoxon needs 6 to reach 0.05)
     assert q["best"][0] == pytest.approx(np.mean(b))
+    # From 6 pairs on, the paired Wilcoxon test of the seeds' values.
+    a6, b6 = [0.70, 0.71, 0.69, 0.72, 0.70, 0.73], [0.72, 0.74, 0.70, 0.75, 0.71, 0.76]
+    assert compare.paired_p(a6, b6) == pytest.approx(wilcoxon(a6, b6).pvalue)
+    assert compare.paired_p(a6[:5], b6[:5]) is None
     with pytest.raises(Exception, match="no group 'agent=tpe'"):
         compare.compare(groups, reference="agent=tpe")
 
@@ -230,3 +233,12 @@ def test_reward_figure_at_the_papers_scale_shows_the_iteration_means():
     )  # a readable line, not the scatter's wall
     dots = ax.collections[0]
     assert dots.get_rasterized() and dots.get_sizes()[0] <= 4
+
+
+def test_holm_adjusts_step_down_and_stays_monotone():
+    adjusted = compare.holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None, "e": float("nan")})
+    assert set(adjusted) == {"a", "b", "c"}  # no p-value, no test
+    assert adjusted["a"] == pytest.approx(0.03)  # 3 x 0.01
+    assert adjusted["c"] == pytest.approx(0.06)  # 2 x 0.03
+    assert adjusted["b"] == pytest.approx(0.06)  # 1 x 0.04, raised to the previous step
+    assert compare.holm({"x": 0.6, "y": 0.7}) == {"x": 1.0, "y": 1.0}

@@ -22,7 +22,6 @@ SWEEP_DEPTH = 3  # how deep under a given folder run folders are looked for
 def mean_ci(values) -> tuple[float, float]:
     """Mean and the half-width of its 95% confidence interval (Student t); nan with one value."""
     # lazy: SciPy only for the statistics
-    # lazy: SciPy only for the statistics
     from scipy import stats
 
     a = np.asarray(list(values), dtype=float)
@@ -33,16 +32,33 @@ def mean_ci(values) -> tuple[float, float]:
     return float(a.mean()), float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
 
 
+#: The fewest pairs a Wilcoxon signed-rank test is run on: at 5 pairs or fewer its smallest
+#: two-sided p-value is 0.0625, so it cannot reach 0.05 and is no test at all.
+MIN_WILCOXON_PAIRS = 6
+
+
 def paired_p(a: list[float], b: list[float]) -> float | None:
-    """Two-sided Wilcoxon signed-rank p-value of paired values; None with fewer than 2 pairs."""
+    """Two-sided Wilcoxon signed-rank p-value of paired values; None (no test) with fewer than
+    :data:`MIN_WILCOXON_PAIRS` pairs."""
     # lazy: SciPy only for the statistics
     from scipy.stats import wilcoxon
 
-    if len(a) < 2:
+    if len(a) < MIN_WILCOXON_PAIRS:
         return None
     if all(x == y for x, y in zip(a, b)):
         return 1.0
     return float(wilcoxon(a, b).pvalue)
+
+
+def holm(pvalues: dict) -> dict:
+    """Holm's step-down adjustment of a family of p-values (key -> p; NaN and None left out):
+    key -> adjusted p, each at least its raw p, monotone in the raw order."""
+    items = sorted((p, k) for k, p in pvalues.items() if p is not None and p == p)
+    out, running, m = {}, 0.0, len(items)
+    for i, (p, k) in enumerate(items):
+        running = max(running, min(1.0, (m - i) * p))
+        out[k] = running
+    return out
 
 
 # --- one run --------------------------------------------------------------------------------
