@@ -170,3 +170,24 @@ def test_the_search_says_when_max_rounds_runs_out(tmp_path):
     cfg = compose_search(*SURR, "search.reevaluate.max_rounds=1", "search.reevaluate.top=8")
     Search(cfg, tmp_path, console=Console(file=out, width=200)).run()
     assert "re-evaluation stopped after search.reevaluate.max_rounds=1 rounds" in out.getvalue()
+
+
+def test_a_budget_in_trainings_stops_sampling_there_and_holds_on_resume(tmp_path):
+    """search.max_trainings: the search trains exactly that many distinct blocks (reused
+    episodes cost none), then re-evaluates its leaders on top; a resumed search adds none."""
+    cfg = compose_search(
+        *SURR, "space.max_layers=2", "agent.epsilon_schedule=[[1.0,8],[0.1,8]]", "agent.batch_size=8",
+        "search.max_trainings=20",
+    )  # fmt: skip
+    Search(cfg, tmp_path).run()
+    episodes = _rows(tmp_path, "episodes")
+    trained = [e for e in episodes if not e["reused"] and not e["predicted"]]
+    assert len(trained) == 20 and len({e["key"] for e in trained}) == 20
+    assert 20 < len(episodes) < 128  # 2-layer blocks repeat: reuse is free; the schedule is cut
+    assert _rows(tmp_path, "reevaluations")  # re-evaluation comes on top of the budget
+    Search(cfg, tmp_path).run()
+    assert _rows(tmp_path, "episodes") == episodes
+    # The same search without the budget samples its whole schedule.
+    full = tmp_path / "full"
+    Search(compose_search(*SURR, "space.max_layers=2"), full).run()
+    assert len(_rows(full, "episodes")) == 128

@@ -169,6 +169,7 @@ class ReevaluateConfig:
 @dataclass
 class SearchLoopConfig:
     max_episodes: int | None = MISSING
+    max_trainings: int | None = MISSING
     asynchronous: bool = MISSING
     predictor: Any = MISSING
     topk: int = MISSING
@@ -178,6 +179,7 @@ class SearchLoopConfig:
 
     def __post_init__(self):
         _range("search.max_episodes", self.max_episodes, 1)
+        _range("search.max_trainings", self.max_trainings, 1)
         _range("search.topk", self.topk, 1)
         _range("search.max_consecutive_failures", self.max_consecutive_failures, 1)
         _range("search.max_attempts", self.max_attempts, 1)

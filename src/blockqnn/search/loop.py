@@ -86,6 +86,8 @@ class Search:
         planned = self.schedule.planned
         cap = cfg.search.max_episodes
         self.total = planned if cap is None else min(planned, int(cap))
+        budget = cfg.search.get("max_trainings")
+        self.max_trainings = None if budget is None else int(budget)
         self.console = console
         self.reevaluate = reevaluate_settings(cfg)
         self.space = space_of(cfg)  # parses stored architectures; the agent walks it
@@ -262,7 +264,7 @@ class Search:
         self.episode = store.next_episode()
         if not self.asynchronous and self.episode % self.batch:
             self._sample_until(min(self.total, (self.episode // self.batch + 1) * self.batch))
-        while self.episode < self.total or self.pending:
+        while self._more_to_sample() or self.pending:
             self._maybe_commit()
             if self.asynchronous:
                 self._sample_until(
@@ -284,6 +286,28 @@ class Search:
                     self._arrived(ep, result, reused=False)
                 self._tell_ready()
             self._say_expected_time()
+
+    def _trainings_spent(self) -> bool:
+        """Whether ``search.max_trainings`` is reached: the blocks trained (first trainings,
+        neither reused nor predicted) and those being trained or queued to be."""
+        if self.max_trainings is None:
+            return False
+        return self.counts["trained"] + len(self.in_flight_keys) >= self.max_trainings
+
+    def _more_to_sample(self) -> bool:
+        """Episodes left in the schedule (or under search.max_episodes) and trainings left in
+        search.max_trainings; the first time the trainings run out, the search says so."""
+        if self.episode >= self.total:
+            return False
+        if self._trainings_spent():
+            if not getattr(self, "_said_spent", False):
+                self._said_spent = True
+                self.console.print(
+                    f"{self.max_trainings:,} trainings reached (search.max_trainings) at episode "
+                    f"{self.episode:,} of {self.total:,}: no more blocks are sampled"
+                )
+            return False
+        return True
 
     def _say_expected_time(self) -> None:
         """Once, after the first iteration of a fresh run: the whole schedule's expected time."""
@@ -431,7 +455,7 @@ class Search:
     def _sample_until(self, end: int) -> None:
         """Ask the agent for the blocks of episodes ``self.episode .. end - 1``. Each is
         recorded (status running) with the agent's state before anything else happens."""
-        while self.episode < end:
+        while self.episode < end and not self._trainings_spent():
             iteration = self.episode // self.batch
             epsilon = self.schedule.epsilon_at(self.episode, self.batch)
             block = self.agent.ask(epsilon)

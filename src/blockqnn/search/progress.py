@@ -214,6 +214,8 @@ def startup_panel(
     line = f"{schedule.name}: {schedule.iterations} iterations x {schedule.batch_size} = {planned:,} blocks"
     if total < planned:
         line += f"; this run stops at {total:,} (search.max_episodes)"
+    if cfg.search.get("max_trainings") is not None:
+        line += f"; or after {int(cfg.search.max_trainings):,} trainings (search.max_trainings)"
     grid.add_row("schedule", line)
     done = sum(e["status"] != "running" for e in episodes or [])
     expected = expected_time(episodes or [], max(0, total - done), slots)

@@ -42,7 +42,8 @@ def fingerprint(cfg: DictConfig) -> dict:
     which evaluations time out or are tried again: evaluator.timeout_s, evaluator.devices,
     search.max_attempts; a table-backed evaluator's table by its content), resolved. Not in it:
     where things are (data.root, data.download, the table's path: ``UNFINGERPRINTED``), the
-    logger, the executor, search.max_episodes and the trainer's NEUTRAL_TRAINER_KEYS."""
+    logger, the executor, search.max_episodes, search.max_trainings and the trainer's
+    NEUTRAL_TRAINER_KEYS."""
     ev = evaluator_spec(cfg)
     evaluator = {k: v for k, v in ev["evaluator"].items() if k not in ("devices", "timeout_s")}
     trainer = {k: v for k, v in ev["trainer"].items() if k not in NEUTRAL_TRAINER_KEYS}
