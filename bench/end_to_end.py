@@ -1,611 +1,488 @@
-"""End to end: a real search, then its best blocks trained in full against hand-designed and
-random blocks at matched parameter counts, on held-out test data, and transferred to CIFAR-10.
+"""End to end, as the field runs it (issue 34, item 3): independent searches of each strategy at
+equal unique trainings, their returned blocks and every hand-designed block, pre-registered,
+then trained under the final recipe at one parameter budget; the pre-registered analysis
+(BENCHMARKS.md "The search at a budget, end to end") with search runs as the unit.
 
-    python bench/end_to_end.py                 # the CPU pipeline (resumable; hours, in the background)
-    python bench/end_to_end.py --profile tiny  # the same steps at a tiny size (the test)
-    python bench/end_to_end.py --profile gpu   # the GPU variant: CIFAR-10 at the paper's network size, ~8 min
-    python bench/end_to_end.py --profile gpu --smoke   # that variant's steps on the CPU, in seconds
+    nohup python bench/end_to_end.py > /tmp/end_to_end.log 2>&1 &   # the CPU study; resumable
+    python bench/end_to_end.py --profile tiny --out <dir>             # the whole pipeline, tiny
+    python bench/end_to_end.py --analyse [--markdown]                 # the analysis of what is recorded
 
-Steps (each skipped when its result is already recorded, so rerunning continues):
-  1. search: ``search.py`` with real training on the profile's proxy (Fashion-MNIST for the CPU
-     profile: the bench proxy, 5,000 images at 14 x 14, one epoch), ``executor=pool``, re-evaluating
-     its leaders; the same with ``predictor=forest`` (the faster version);
-  2. the blocks: the search's best 3 (topk.json, ranked by their means), the faster version's
-     best, the hand-designed presets (resnet_basic, plain, inception, densenet_like,
-     blockqnn_paper_like) and 3 random blocks of the space (a seeded random agent);
-  3. each block's width chosen so its network has the reference's parameter count within 10%
-     (the reference: resnet_basic at the profile's width), then ``train.py`` on the full
-     training set under one recipe, 3 seeds, test accuracy on the test split (never used before);
-  4. the transfer: the same blocks on the CIFAR-10 JPEGs of ../shared/data (a stated subset).
-
-Raw records, one per training (block, seed, params, FLOPs, test accuracy, time), in
-``bench/results/end_to_end_<profile>.json``; the summary (95% intervals, paired comparisons) in
-``bench/results/end_to_end_<profile>_summary.json``; the figure beside it. Prints one JSON line last.
-"""
+Steps (each record is kept as it lands; a rerun continues where the last one stopped):
+  1. searches: ``search.py`` for every strategy (Q-learning, random search) and search seed, on
+     the profile's proxy, each stopped at the same number of unique trainings
+     (``search.max_trainings``) and re-evaluating its leaders; its returned block is
+     best_block.json (the best mean among the re-evaluated leaders);
+  2. registration: the returned blocks (deduplicated) and the hand-designed blocks, written once
+     to ``registered.json`` before any final training; a later run never changes it;
+  3. final trainings: each registered block under the final recipe (bench/fidelity_final.FINAL:
+     all 60,000 Fashion-MNIST training images split 50,000 / 10,000, 100k parameters, 3 epochs),
+     every final seed; validation and test accuracy recorded; the test figure is read by the
+     analysis only;
+  4. the analysis (``analysis.json``, the figure ``final_accuracies.png``): the best
+     hand-designed block chosen by mean validation accuracy; the primary test (Q-learning's
+     returned blocks against it, one-sided, search runs as the unit, paired by seed), its
+     equivalence test at +-1 pp if not significant, two secondary tests under Holm; no p-value
+     from fewer than 3 runs. Prints one JSON line last."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
-import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10_jpg.tar.gz"
-HAND = ("resnet_basic", "plain", "inception", "densenet_like", "blockqnn_paper_like")
+sys.path.insert(0, str(Path(__file__).parent))
+from fidelity_final import FINAL  # noqa: E402
 
-#: Sizes per profile (why these: BENCHMARKS.md "End to end").
+FIDELITY = ROOT / "bench" / "results" / "fidelity"
+EQUIVALENCE_PP = 0.01  # the equivalence bound: +-1 percentage point of test accuracy
+
+#: What each profile runs (why these sizes: BENCHMARKS.md "The search at a budget, end to end").
 PROFILES = {
     "cpu": {
+        # The proxy chosen by the fidelity study (BENCHMARKS.md "Proxy fidelity").
+        "proxy": ["experiment=bench_proxy", "network.params=50000"],
         "search": [
-            "experiment=bench_proxy",
             "executor=pool",
             "logger=none",
-            "agent.epsilon_schedule=[[1.0,14],[0.7,5],[0.4,5],[0.1,6]]",
+            "agent.epsilon_schedule=[[1.0,12],[0.7,4],[0.4,4],[0.1,10]]",
             "agent.batch_size=8",
-            "search.reevaluate.top=5",
+            "search.max_trainings=200",
+            "search.reevaluate.top=3",
             "search.reevaluate.repeats=2",
         ],
-        "fast_search": ["predictor=forest"],
-        # Sizes for ~4 hours of the 2 CPU cores: the search's own network (N = 1, 3 stages) at the
-        # parameter count of resnet_basic at F = 16 (~0.1M), Fashion-MNIST at the search's 14 x 14,
-        # all 58,800 training images (1,200 kept for validation), 2 epochs; the transfer on a
-        # class-stratified 5,000 CIFAR-10 training images at 32 x 32, 2 epochs, all 10,000 test
-        # images, seeds 0 and 1 (cut from 10,000 images and 3 seeds when the run shared the 2
-        # cores with the test suite's runs).
-        "max_layers": 10,
-        "width": 16,
-        "blocks_per_stage": 1,
-        "seeds": [0, 1, 2],
-        "random_blocks": 3,
-        "top": 3,
-        "train": [
-            "data=fashion_mnist",
-            "data.resize=14",
-            "data.val_fraction=0.02",
-            "train.epochs=2",
-            "train.batch_size=128",
-            "train.export=false",
-            "logger=csv",
-            "trainer.deterministic=false",
-        ],
-        "input": (1, 14),
-        "transfer": {"subset": 5000, "size": 32, "epochs": 2, "seeds": [0, 1]},
+        "strategies": {"qlearning": ["agent=qlearning"], "random": ["agent=random"]},
+        "search_seeds": [0, 1, 2, 3, 4, 5],
+        "final": [*[o for o in FINAL if o != "train.test=false"], "train.test=true"],
+        "final_seeds": [0, 1, 2, 3],
+        "hand": "registered",  # the fidelity study's hand-designed blocks (blocks.json)
     },
     "tiny": {
+        "proxy": ["debug=smoke", "network.params=3000"],
         "search": [
-            "debug=smoke",
             "logger=none",
-            "agent.epsilon_schedule=[[1.0,2],[0.3,1]]",
-            "agent.batch_size=4",
-            "search.reevaluate.top=2",
+            "space.max_layers=2",
+            "agent.epsilon_schedule=[[1.0,1],[0.3,1]]",
+            "agent.batch_size=3",
+            "search.max_trainings=3",
+            "search.reevaluate.top=1",
             "search.reevaluate.repeats=1",
         ],
-        "fast_search": ["predictor=forest", "search.predictor.min_measured=4"],
-        "max_layers": 4,
-        "width": 16,
-        "blocks_per_stage": 1,
-        "seeds": [0],
-        "random_blocks": 1,
-        "top": 1,
-        "hand": ("resnet_basic", "plain"),
-        "train": [
+        "strategies": {"qlearning": ["agent=qlearning"], "random": ["agent=random"]},
+        "search_seeds": [0, 1, 2],  # 3 runs each: the fewest that give a p-value
+        "final": [
             "data=digits",
+            "network.params=6000",
+            "network.blocks_per_stage=1",
             "train.epochs=1",
             "train.batch_size=64",
+            "train.test=true",
             "train.export=false",
             "logger=none",
         ],
-        "input": (1, 8),
-        "transfer": {"subset": 200, "size": 16, "epochs": 1},
-    },
-    "gpu": {
-        # CIFAR-10 JPEGs: a short real search at the paper's network (F=32, N=2, 23 layers, bf16),
-        # then its best block and resnet_basic trained on all 50,000 images: about 8 minutes.
-        "search": [
-            "experiment=search_image_folder",
-            "data.root={cifar}",
-            "trainer=gpu",
-            "logger=none",
-            "agent.epsilon_schedule=[[1.0,2],[0.5,1],[0.1,1]]",
-            "agent.batch_size=16",
-            "recipe.epochs=2",
-            "data.subset=10000",
-            "search.reevaluate.top=3",
-            "search.reevaluate.repeats=1",
-        ],
-        "fast_search": None,
-        "max_layers": 23,
-        "width": 32,
-        "blocks_per_stage": 2,
-        "seeds": [0],
-        "random_blocks": 1,
-        "top": 1,
-        "hand": ("resnet_basic",),
-        "train": [
-            "trainer=gpu",
-            "train.epochs=6",
-            "train.batch_size=256",
-            "train.export=false",
-            "logger=none",
-        ],
-        "input": (3, 32),
-        "transfer": {"subset": None, "size": 32, "epochs": 6},
-        "cifar_root": True,
+        "final_seeds": [0],
+        "hand": {
+            "plain": [[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]],
+            "conv5": [[1, 1, 5, 0, 0], [2, 7, 0, 0, 0]],
+        },
     },
 }
 
 
 def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run(cmd: list[str]) -> None:
-    proc = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, cwd=ROOT)
+def run(script: str, args: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / script), *args], capture_output=True, text=True
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
 
 
-def matched_width(
-    nsc: list, target: int, in_channels: int, size: int, blocks: int, classes: int = 10
-) -> tuple[int, int]:
-    """The width whose network's parameter count is nearest ``target`` (and that count)."""
-    from blockqnn.space.cost import network_cost
-    from blockqnn.space.nsc import Block
-
-    block = Block.parse(nsc)
-    best = None
-    for width in range(2, 257):
-        params = network_cost(
-            block,
-            in_channels=in_channels,
-            input_size=size,
-            blocks_per_stage=blocks,
-            width=width,
-            num_classes=classes,
-        )[1]
-        if best is None or abs(params - target) < abs(best[1] - target):
-            best = (width, params)
-        if params > 2 * target:
-            break
-    return best
+def _load(path: Path, default):
+    return json.loads(path.read_text()) if path.exists() else default
 
 
-def mean_ci(xs: list[float]) -> tuple[float, float]:
-    from scipy import stats
-
-    n = len(xs)
-    m = sum(xs) / n
-    if n < 2:
-        return m, float("nan")
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
-    return m, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+def _save(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
 
 
-class Pipeline:
-    def __init__(self, profile: str, out: Path, work: Path, smoke: bool):
-        self.name, self.p = profile, dict(PROFILES[profile])
-        if smoke:  # the GPU variant's steps on the CPU at a tiny size
-            self.p.update(
-                PROFILES["tiny"],
-                transfer=None,
-                search=[*PROFILES["tiny"]["search"]],
-                fast_search=None,
-                train=[*PROFILES["tiny"]["train"]],
-            )
+def _trainings(folder: Path) -> dict:
+    import sqlite3
+
+    con = sqlite3.connect(folder / "search.db")
+    episodes = con.execute("SELECT count(*) FROM episodes").fetchone()[0]
+    first = con.execute(
+        "SELECT count(*) FROM episodes WHERE reused = 0 AND predicted = 0"
+    ).fetchone()[0]
+    again = con.execute("SELECT count(*) FROM reevaluations").fetchone()[0]
+    con.close()
+    return {
+        "episodes": episodes,
+        "first_trainings": first,
+        "reevaluations": again,
+        "unique_trainings": first + again,
+    }
+
+
+class Study:
+    def __init__(self, profile: str, out: Path, work: Path):
+        self.name, self.p = profile, PROFILES[profile]
         self.out, self.work = out, work
-        self.records_path = out / f"end_to_end_{profile}{'_smoke' if smoke else ''}.json"
-        self.records = (
-            json.loads(self.records_path.read_text()) if self.records_path.exists() else []
-        )
-        self.blocks_path = out / f"end_to_end_{profile}{'_smoke' if smoke else ''}_blocks.json"
-        self.cifar = None  # the unpacked CIFAR-10 JPEG folder, when a step needs it
+        out.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
+        self.searches_path = out / "searches.json"
+        self.registered_path = out / "registered.json"
+        self.finals_path = out / "finals.json"
 
-    def save(self) -> None:
-        self.records_path.write_text(json.dumps(self.records, indent=1) + "\n")
-
-    # ------------------------------------------------------------------ 1. the searches
-    def searches(self) -> dict:
-        if self.blocks_path.exists():
-            return json.loads(self.blocks_path.read_text())
-        found = {}
-        for tag, extra in (("search", []), ("fast", self.p["fast_search"])):
-            if extra is None:
-                continue
-            folder = self.work / tag
-            t = time.perf_counter()
-            args = [a.replace("{cifar}", str(self.cifar)) for a in self.p["search"] + extra]
-            log(f"{tag}: search.py {' '.join(args)}")
-            run(["search.py", *args, f"hydra.run.dir={folder}"])
-            top = json.loads((folder / "topk.json").read_text())
-            found[tag] = {
-                "top": top[: self.p["top"] if tag == "search" else 1],
-                "wall_s": round(time.perf_counter() - t, 1),
-                "episodes": _episodes(folder),
-                "trainings": _trainings(folder),
-            }
-        from blockqnn.agent import RandomAgent
-
-        agent = RandomAgent(max_layers=self.p["max_layers"], seed=12345)
-        found["random"] = [agent.ask().to_list() for _ in range(self.p["random_blocks"])]
-        self.blocks_path.write_text(json.dumps(found, indent=1) + "\n")
-        return found
-
-    def blocks(self, found: dict) -> list[tuple[str, str, list]]:
-        """(name, kind, nsc) of every block to train."""
-        from blockqnn.space.presets import PRESETS
-
-        out = [
-            (f"searched_{i + 1}", "searched", t["nsc"])
-            for i, t in enumerate(found["search"]["top"])
-        ]
-        if "fast" in found:
-            out.append(("faster_1", "faster", found["fast"]["top"][0]["nsc"]))
-        out += [(name, "hand", PRESETS[name]["nsc"]) for name in self.p.get("hand", HAND)]
-        out += [(f"random_{i + 1}", "random", nsc) for i, nsc in enumerate(found["random"])]
-        return out
-
-    # ------------------------------------------------------------------ 2-3. full trainings
-    def train_all(
-        self,
-        stage: str,
-        blocks: list,
-        data: list[str],
-        in_channels: int,
-        size: int,
-        seeds: list[int] | None = None,
-    ) -> None:
-        from blockqnn.space.presets import preset
-
-        target = _params(
-            preset("resnet_basic").to_list(),
-            self.p["width"],
-            in_channels,
-            size,
-            self.p["blocks_per_stage"],
-        )
-        for seed in seeds if seeds is not None else self.p["seeds"]:
-            for name, kind, nsc in blocks:
-                if any(
-                    r["stage"] == stage and r["name"] == name and r["seed"] == seed
-                    for r in self.records
-                ):
+    # ------------------------------------------------------------------ 1. searches
+    def searches(self) -> list[dict]:
+        done = _load(self.searches_path, [])
+        have = {(r["strategy"], r["seed"]) for r in done}
+        for strategy, extra in self.p["strategies"].items():
+            for seed in self.p["search_seeds"]:
+                if (strategy, seed) in have:
                     continue
-                width, params = matched_width(
-                    nsc, target, in_channels, size, self.p["blocks_per_stage"]
-                )
-                folder = self.work / f"{stage}_{name}_{seed}"
+                folder = self.work / f"search_{strategy}_{seed}"
+                args = [*self.p["proxy"], *self.p["search"], *extra, f"seed={seed}"]
+                log(f"search {strategy} seed {seed}: search.py {' '.join(args)}")
                 t = time.perf_counter()
-                log(
-                    f"{stage}: {name} seed {seed}, width {width} ({params:,} params, target {target:,})"
+                run("search.py", [*args, f"hydra.run.dir={folder}"])
+                best = json.loads((folder / "best_block.json").read_text())
+                done.append(
+                    {
+                        "strategy": strategy,
+                        "seed": seed,
+                        "nsc": best["nsc"],
+                        "key": best["key"],
+                        "proxy_reward": best["reward"],
+                        "proxy_accuracy": best["accuracy"],
+                        "evaluations": best["evaluations"],
+                        "widths": best.get("widths"),
+                        **_trainings(folder),
+                        "wall_s": round(time.perf_counter() - t, 1),
+                        "overrides": args,
+                    }
                 )
+                _save(self.searches_path, done)
+        return done
+
+    # ------------------------------------------------------------------ 2. registration
+    def hand_blocks(self) -> dict[str, list]:
+        hand = self.p["hand"]
+        if hand == "registered":
+            blocks = json.loads((FIDELITY / "blocks.json").read_text())["blocks"]
+            return {b["name"]: b["nsc"] for b in blocks if b["group"] == "hand"}
+        return dict(hand)
+
+    def register(self, searches: list[dict]) -> list[dict]:
+        """The blocks to train, fixed before any final training: every returned block once (with
+        the searches that returned it) and the hand-designed ones."""
+        from blockqnn.space.nsc import Block
+
+        blocks: dict[str, dict] = {}
+        for s in searches:
+            entry = blocks.setdefault(
+                s["key"], {"key": s["key"], "nsc": s["nsc"], "kind": "searched", "returned_by": []}
+            )
+            entry["returned_by"].append(f"{s['strategy']}:{s['seed']}")
+        for name, nsc in self.hand_blocks().items():
+            key = Block.parse(nsc).key
+            entry = blocks.setdefault(
+                key, {"key": key, "nsc": nsc, "kind": "hand", "returned_by": []}
+            )
+            entry["kind"] = "hand" if not entry["returned_by"] else "searched+hand"
+            entry["name"] = name
+        registered = sorted(blocks.values(), key=lambda b: (b["kind"], b["key"]))
+        if self.registered_path.exists():
+            before = json.loads(self.registered_path.read_text())["blocks"]
+            if before != registered:
+                raise SystemExit(
+                    f"{self.registered_path} holds another registration: never changed"
+                )
+            return before
+        _save(
+            self.registered_path,
+            {"registered_at": time.strftime("%Y-%m-%d %H:%M:%S"), "blocks": registered},
+        )
+        return registered
+
+    # ------------------------------------------------------------------ 3. final trainings
+    def finals(self, registered: list[dict]) -> list[dict]:
+        done = _load(self.finals_path, [])
+        have = {(r["key"], r["seed"]) for r in done}
+        for seed in self.p["final_seeds"]:
+            for b in registered:
+                if (b["key"], seed) in have:
+                    continue
+                folder = self.work / f"final_{b['key'][:16]}_{seed}"
+                log(f"final {b.get('name', b['key'][:12])} ({b['kind']}) seed {seed}")
+                t = time.perf_counter()
+                nsc = json.dumps(b["nsc"], separators=(",", ":"))
                 run(
-                    [
-                        "train.py",
-                        f"block={json.dumps(nsc, separators=(',', ':'))}",
-                        f"seed={seed}",
-                        f"network.width={width}",
-                        f"network.blocks_per_stage={self.p['blocks_per_stage']}",
-                        # a stage with its own data (the transfer) replaces the recipe's data keys
-                        *[
-                            o
-                            for o in self.p["train"]
-                            if not (data and o.startswith(("data=", "data.")))
-                        ],
-                        *data,
-                        f"hydra.run.dir={folder}",
-                    ]
+                    "train.py",
+                    [f"block={nsc}", f"seed={seed}", *self.p["final"], f"hydra.run.dir={folder}"],
                 )
                 m = json.loads((folder / "metrics.json").read_text())
-                self.records.append(
+                done.append(
                     {
-                        "stage": stage,
-                        "name": name,
-                        "kind": kind,
+                        "key": b["key"],
                         "seed": seed,
-                        "block": nsc,
-                        "width": width,
-                        "params": m["params"],
-                        "params_target": target,
-                        "flops": m["flops"],
-                        "test_acc": m["test_acc"],
                         "val_acc": m["val_acc"],
-                        "epochs": m["epochs"],
+                        "test_acc": m["test_acc"],
+                        "params": m["params"],
+                        "flops": m["flops"],
+                        "widths": m["widths"],
                         "train_s": round(m["wall_time"], 1),
                         "wall_s": round(time.perf_counter() - t, 1),
                     }
                 )
-                self.save()
-
-    def unpack(self) -> Path | None:
-        """The CIFAR-10 JPEG folder (unpacked once into the work folder, never the repository)."""
-        if not ARCHIVE.exists():
-            return None
-        folder = self.work / "cifar10"
-        if not (folder / "train").is_dir():
-            log(f"unpacking {ARCHIVE} into {folder}")
-            with tarfile.open(ARCHIVE) as tar:
-                tar.extractall(folder, filter="data")
-        if not (folder / "train").is_dir():  # the archive's own top folder
-            folder = next(p for p in folder.iterdir() if (p / "train").is_dir())
-        self.cifar = folder
-        return folder
-
-    def transfer_data(self) -> list[str] | None:
-        tr = self.p.get("transfer")
-        if not tr or self.unpack() is None:
-            return None
-        root = self.cifar if tr["subset"] is None else self.subset_folder(int(tr["subset"]))
-        return [
-            "data=image_folder",
-            f"data.root={root}",
-            f"data.input_size={tr['size']}",
-            f"train.epochs={tr['epochs']}",
-        ]
-
-    def subset_folder(self, n: int) -> Path:
-        """A fixed class-stratified ``n`` of the CIFAR-10 training images (seed 0, the same for
-        every block and seed) as links in an ImageNet-layout folder beside the whole test split:
-        each training then decodes these ``n`` images, not all 50,000."""
-        folder = self.work / f"cifar10_subset_{n}"
-        if (folder / "train").is_dir():
-            return folder
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        classes = sorted(p for p in (self.cifar / "train").iterdir() if p.is_dir())
-        rng = random.Random(0)
-        for i, c in enumerate(classes):
-            files = sorted(c.iterdir())
-            k = n // len(classes) + (1 if i < n % len(classes) else 0)
-            (tmp / "train" / c.name).mkdir(parents=True)
-            for f in rng.sample(files, k):
-                (tmp / "train" / c.name / f.name).symlink_to(f.resolve())
-        (tmp / "test").symlink_to((self.cifar / "test").resolve())
-        tmp.rename(folder)
-        return folder
-
-    # ------------------------------------------------------------------ 5. the summary
-    def summary(self) -> dict:
-        out = {"profile": self.name, "trainings": len(self.records)}
-        for stage in sorted({r["stage"] for r in self.records}):
-            rs = [r for r in self.records if r["stage"] == stage]
-            by = {}
-            for r in rs:
-                by.setdefault(r["name"], []).append(r)
-            table = {}
-            for name, group in by.items():
-                m, hw = mean_ci([r["test_acc"] for r in group])
-                off = group[0]["params"] / group[0]["params_target"] - 1
-                table[name] = {
-                    "params_vs_target": round(off, 3),
-                    "matched_within_10pct": abs(off) <= 0.1,
-                    "kind": group[0]["kind"],
-                    "test_acc": round(m, 4),
-                    "ci95": round(hw, 4),
-                    "seeds": len(group),
-                    "params": group[0]["params"],
-                    "flops": group[0]["flops"],
-                    "train_s": round(sum(r["train_s"] for r in group) / len(group), 1),
-                }
-            hand = [n for n, t in table.items() if t["kind"] == "hand"]
-            best_hand = max(hand, key=lambda n: table[n]["test_acc"]) if hand else None
-            searched = [n for n, t in table.items() if t["kind"] == "searched"]
-            randoms = [n for n, t in table.items() if t["kind"] == "random"]
-            comp = {}
-            if best_hand and searched:
-                comp["searched_vs_best_hand"] = _paired(by, searched, [best_hand])
-            if randoms and searched:
-                comp["searched_vs_random"] = _paired(by, searched, randoms)
-            out[stage] = {"blocks": table, "best_hand": best_hand, "comparisons": comp}
-        return out
+                _save(self.finals_path, done)
+        return done
 
 
-def _paired(by: dict, a: list[str], b: list[str]) -> dict:
-    """Mean over seeds of (mean test accuracy of group a) - (of group b), paired by seed, with a
-    95% interval and a two-sided paired t-test (seeds pair: the same data order and init seed)."""
+# ---------------------------------------------------------------------------- the analysis
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _ci(xs: list[float]) -> list[float] | None:
+    """The 95% interval of the mean (Student t); None with one value."""
+    from blockqnn.compare import mean_ci
+
+    m, h = mean_ci(xs)
+    return None if h != h else [round(m - h, 4), round(m + h, 4)]
+
+
+def _against(diffs: list[float], alternative: str) -> float | None:
+    """A one-sample t-test of per-search differences against 0; None below 3 runs."""
     from scipy import stats
 
-    seeds = sorted({r["seed"] for n in a + b for r in by[n]})
-    diffs, xa, xb = [], [], []
-    for s in seeds:
-        va = [r["test_acc"] for n in a for r in by[n] if r["seed"] == s]
-        vb = [r["test_acc"] for n in b for r in by[n] if r["seed"] == s]
-        if va and vb:
-            xa.append(sum(va) / len(va))
-            xb.append(sum(vb) / len(vb))
-            diffs.append(xa[-1] - xb[-1])
-    m, hw = mean_ci(diffs) if diffs else (float("nan"), float("nan"))
-    p = float(stats.ttest_rel(xa, xb).pvalue) if len(diffs) >= 2 else float("nan")
-    return {
-        "a": a,
-        "b": b,
-        "diff": round(m, 4),
-        "ci95": round(hw, 4),
-        "p_paired_t": round(p, 4),
-        "seeds": len(diffs),
+    if len(diffs) < 3:
+        return None
+    if max(diffs) == min(diffs):  # every search returned the same block: no spread to test
+        return 0.0 if (diffs[0] > 0 and alternative != "less") else 1.0
+    return float(stats.ttest_1samp(diffs, 0.0, alternative=alternative).pvalue)
+
+
+def _equivalence(diffs: list[float], bound: float) -> float | None:
+    """TOST: the larger of the two one-sided p-values that the mean difference is above -bound
+    and below +bound; below 0.05 the two are equivalent within the bound."""
+    from scipy import stats
+
+    if len(diffs) < 3 or max(diffs) == min(diffs):
+        return None
+    low = stats.ttest_1samp(diffs, -bound, alternative="greater").pvalue
+    high = stats.ttest_1samp(diffs, bound, alternative="less").pvalue
+    return float(max(low, high))
+
+
+def analyse(searches: list[dict], registered: list[dict], finals: list[dict]) -> dict:
+    """The pre-registered analysis (BENCHMARKS.md): nothing chosen on test."""
+    from scipy import stats
+
+    from blockqnn.compare import holm
+
+    by_key: dict[str, dict[int, dict]] = {}
+    for r in finals:
+        by_key.setdefault(r["key"], {})[r["seed"]] = r
+    seeds = sorted({r["seed"] for r in finals})
+    complete = {k for k, v in by_key.items() if all(s in v for s in seeds)}
+    names = {b["key"]: b.get("name") or b["key"][:12] for b in registered}
+    table = {
+        k: {
+            "name": names.get(k, k[:12]),
+            "kind": next((b["kind"] for b in registered if b["key"] == k), "?"),
+            "val_acc": round(_mean([v[s]["val_acc"] for s in seeds]), 4),
+            "test_acc": round(_mean([v[s]["test_acc"] for s in seeds]), 4),
+            "test_ci95": _ci([v[s]["test_acc"] for s in seeds]),
+            "params": v[seeds[0]]["params"],
+            "widths": v[seeds[0]]["widths"],
+        }
+        for k, v in by_key.items()
+        if k in complete
+    }
+    hand = [b["key"] for b in registered if "hand" in b["kind"] and b["key"] in complete]
+    out: dict = {"final_seeds": seeds, "blocks": table, "searches": {}}
+    if not hand:
+        return out
+    best = max(hand, key=lambda k: table[k]["val_acc"])  # chosen on validation, never on test
+    out["best_hand"] = {
+        "key": best,
+        "name": table[best]["name"],
+        "chosen_by": "mean validation accuracy",
     }
 
+    def diffs(strategy: str) -> list[float]:
+        ds = []
+        for s in searches:
+            if s["strategy"] == strategy and s["key"] in complete:
+                ds.append(
+                    _mean(
+                        [
+                            by_key[s["key"]][x]["test_acc"] - by_key[best][x]["test_acc"]
+                            for x in seeds
+                        ]
+                    )
+                )
+        return ds
 
-def _episodes(folder: Path) -> int:
-    import sqlite3
+    def per_search(strategy: str) -> list[float]:
+        return [
+            table[s["key"]]["test_acc"]
+            for s in searches
+            if s["strategy"] == strategy and s["key"] in complete
+        ]
 
-    con = sqlite3.connect(folder / "search.db")
-    n = con.execute("SELECT count(*) FROM episodes").fetchone()[0]
-    con.close()
-    return n
+    for strategy in sorted({s["strategy"] for s in searches}):
+        ds = diffs(strategy)
+        out["searches"][strategy] = {
+            "runs": len(ds),
+            "distinct_blocks": len({s["key"] for s in searches if s["strategy"] == strategy}),
+            "minus_best_hand": round(_mean(ds), 4) if ds else None,
+            "minus_best_hand_ci95": _ci(ds),
+            "unique_trainings": round(
+                _mean([s["unique_trainings"] for s in searches if s["strategy"] == strategy]), 1
+            ),
+        }
+    q, r = diffs("qlearning"), diffs("random")
+    primary_p = _against(q, "greater")
+    out["primary"] = {
+        "comparison": "Q-learning's returned blocks > the best hand-designed block "
+        "(test accuracy, per search, paired by seed)",
+        "runs": len(q),
+        "difference": round(_mean(q), 4) if q else None,
+        "p_one_sided": primary_p,
+        "significant": primary_p is not None and primary_p < 0.05,
+    }
+    if primary_p is not None and primary_p >= 0.05:
+        tost = _equivalence(q, EQUIVALENCE_PP)
+        out["primary"]["equivalence_bound"] = EQUIVALENCE_PP
+        out["primary"]["p_equivalence_tost"] = tost
+        out["primary"]["equivalent"] = tost is not None and tost < 0.05
+    secondary = {
+        "random search's returned blocks vs the best hand-designed block (two-sided)": _against(
+            r, "two-sided"
+        ),
+        "Q-learning vs random search, per-search test accuracy (Welch, two-sided)": (
+            float(
+                stats.ttest_ind(
+                    per_search("qlearning"), per_search("random"), equal_var=False
+                ).pvalue
+            )
+            if len(per_search("qlearning")) >= 3
+            and len(per_search("random")) >= 3
+            and len(set(per_search("qlearning") + per_search("random"))) > 1
+            else None
+        ),
+    }
+    adjusted = holm(secondary)
+    out["secondary"] = {k: {"p": p, "p_holm": adjusted.get(k)} for k, p in secondary.items()}
+    return out
 
 
-def _trainings(folder: Path) -> int:
-    import sqlite3
-
-    con = sqlite3.connect(folder / "search.db")
-    n = con.execute("SELECT count(*) FROM episodes WHERE reused = 0 AND predicted = 0").fetchone()[
-        0
-    ]
-    n += con.execute("SELECT count(*) FROM reevaluations").fetchone()[0]
-    con.close()
-    return n
-
-
-def _params(nsc: list, width: int, in_channels: int, size: int, blocks: int) -> int:
-    from blockqnn.space.cost import network_cost
-    from blockqnn.space.nsc import Block
-
-    return network_cost(
-        Block.parse(nsc),
-        in_channels=in_channels,
-        input_size=size,
-        blocks_per_stage=blocks,
-        width=width,
-        num_classes=10,
-    )[1]
-
-
-def figure(summary: dict, path: Path) -> None:
+def figure(analysis: dict, path: Path) -> None:
+    """The final validation accuracies of the fidelity study's 40 pre-registered blocks, with the
+    searched and the hand-designed blocks marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stages = [s for s in summary if isinstance(summary[s], dict) and "blocks" in summary[s]]
-    if not stages:
-        return
-    fig, axes = plt.subplots(1, len(stages), figsize=(6 * len(stages), 4.2), squeeze=False)
-    colours = {"searched": "crimson", "faster": "darkorange", "hand": "royalblue", "random": "grey"}
-    for ax, stage in zip(axes[0], stages):
-        for name, t in summary[stage]["blocks"].items():
-            ax.errorbar(
-                t["params"] / 1e3,
-                t["test_acc"],
-                yerr=None if t["ci95"] != t["ci95"] else t["ci95"],
-                fmt="o",
-                color=colours[t["kind"]],
-                capsize=3,
-            )
-            ax.annotate(
-                name,
-                (t["params"] / 1e3, t["test_acc"]),
-                fontsize=7,
-                xytext=(4, 2),
-                textcoords="offset points",
-            )
-        ax.set(
-            xlabel="parameters (thousands)",
-            ylabel="test accuracy (mean, 95% CI over seeds)",
-            title=stage,
+    population: dict[int, list[float]] = {}
+    for p in sorted((FIDELITY / "final").glob("*.json")):
+        rec = json.loads(p.read_text())
+        if rec["status"] == "ok":
+            population.setdefault(rec["index"], []).append(rec["val_acc"])
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    if population:
+        ax.hist(
+            [_mean(v) for v in population.values()],
+            bins=16,
+            color="lightgrey",
+            label="40 pre-registered blocks",
         )
-    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in colours.items()]
-    axes[0][0].legend(handles=handles, fontsize=8, loc="lower right")
+    colours = {"searched": "crimson", "hand": "royalblue", "searched+hand": "purple"}
+    for t in analysis.get("blocks", {}).values():
+        ax.axvline(t["val_acc"], color=colours.get(t["kind"], "k"), lw=1.2, alpha=0.8)
+    for kind, c in colours.items():
+        ax.plot([], [], color=c, label=kind)
+    ax.set(xlabel="final validation accuracy (mean over seeds)", ylabel="blocks")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def markdown(summary: dict) -> str:
-    """The summary's tables and paired comparisons as Markdown (for BENCHMARKS.md)."""
-    out = []
-    for stage in [s for s in summary if isinstance(summary[s], dict) and "blocks" in summary[s]]:
-        st = summary[stage]
-        out += [
-            f"**{stage}** (best hand-designed: {st['best_hand']})",
+def markdown(a: dict) -> str:
+    lines = [
+        "| block | kind | val acc | test acc (95% CI) | params | widths |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in sorted(a.get("blocks", {}).values(), key=lambda t: -t["val_acc"]):
+        ci = "" if not t["test_ci95"] else f" ({t['test_ci95'][0]:.4f}-{t['test_ci95'][1]:.4f})"
+        widths = "/".join(map(str, t["widths"]))
+        lines.append(
+            f"| {t['name']} | {t['kind']} | {t['val_acc']:.4f} | {t['test_acc']:.4f}{ci} | "
+            f"{t['params']:,} | {widths} |"
+        )
+    if "primary" in a:
+        pr = a["primary"]
+        lines += [
             "",
-            "| block | kind | test accuracy (mean +- 95% CI) | seeds | params (vs target) | MFLOPs | train s |",
-            "|---|---|---|---|---|---|---|",
+            f"Primary: {pr['comparison']}: {pr['difference']:+.4f} over {pr['runs']} searches, "
+            f"one-sided p = {pr['p_one_sided']}.",
         ]
-        for name, t in sorted(st["blocks"].items(), key=lambda kv: -kv[1]["test_acc"]):
-            ci = "" if t["ci95"] != t["ci95"] else f" +- {t['ci95']:.4f}"
-            flag = "" if t["matched_within_10pct"] else " (not within 10%)"
-            out.append(
-                f"| {name} | {t['kind']} | {t['test_acc']:.4f}{ci} | {t['seeds']} | "
-                f"{t['params']:,} ({t['params_vs_target']:+.1%}){flag} | {t['flops'] / 1e6:.2f} | "
-                f"{t['train_s']:.0f} |"
+        if "p_equivalence_tost" in pr:
+            lines.append(
+                f"Equivalence within +-{pr['equivalence_bound']:.2f}: TOST p = {pr['p_equivalence_tost']}."
             )
-        out.append("")
-        for name, c in st["comparisons"].items():
-            out.append(
-                f"- {name.replace('_', ' ')}: {c['diff']:+.4f} +- {c['ci95']:.4f} "
-                f"(paired over {c['seeds']} seeds, p = {c['p_paired_t']})"
-            )
-        out.append("")
-    return "\n".join(out)
+        for k, v in a["secondary"].items():
+            lines.append(f"- {k}: p = {v['p']}, Holm {v['p_holm']}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", choices=list(PROFILES), default="cpu")
     ap.add_argument(
-        "--smoke", action="store_true", help="the profile's steps at a tiny size, on the CPU"
+        "--out", type=Path, default=None, help="default: bench/results/end_to_end/<profile>"
     )
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--work", type=Path, default=None, help="run folders (default: <out>/runs)")
     ap.add_argument(
-        "--summary-only", action="store_true", help="aggregate what is recorded, train nothing"
+        "--analyse", action="store_true", help="analyse what is recorded; train nothing"
     )
-    ap.add_argument("--markdown", action="store_true", help="with --summary-only: print tables")
-    ap.add_argument(
-        "--work",
-        type=Path,
-        default=None,
-        help="run folders (default: bench/results/end_to_end/runs)",
-    )
+    ap.add_argument("--markdown", action="store_true", help="with --analyse: print the tables")
     args = ap.parse_args(argv)
-    work = args.work or (
-        ROOT
-        / "bench"
-        / "results"
-        / "end_to_end"
-        / "runs"
-        / (args.profile + ("_smoke" if args.smoke else ""))
-    )
-    work.mkdir(parents=True, exist_ok=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    pipe = Pipeline(args.profile, args.out, work, args.smoke)
-    t = time.perf_counter()
-    if pipe.p.get("cifar_root") and not args.smoke and pipe.unpack() is None:
-        raise SystemExit(f"the GPU profile needs {ARCHIVE}")
-    if args.summary_only:
-        found = json.loads(pipe.blocks_path.read_text()) if pipe.blocks_path.exists() else {}
-        summary = pipe.summary()
-        summary["searches"] = {
-            k: {kk: vv for kk, vv in v.items() if kk != "top"}
-            for k, v in found.items()
-            if k != "random"
-        }
-        base = pipe.records_path.with_suffix("")
-        Path(f"{base}_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        figure(summary, Path(f"{base}.png"))
-        if args.markdown:
-            print(markdown(summary))
-            sys.exit(0)
-        return summary
-    found = pipe.searches()
-    blocks = pipe.blocks(found)
-    c, size = pipe.p["input"]
-    if pipe.p.get("cifar_root") and not args.smoke:
-        data = pipe.transfer_data() or []
-        pipe.train_all("cifar10", blocks, data, 3, 32)
+    out = args.out or ROOT / "bench" / "results" / "end_to_end" / args.profile
+    study = Study(args.profile, out, args.work or out / "runs")
+    if args.analyse:
+        searches = _load(study.searches_path, [])
+        registered = _load(study.registered_path, {"blocks": []})["blocks"]
     else:
-        pipe.train_all("main", blocks, [], c, size)
-        transfer = pipe.transfer_data()
-        if transfer is not None:
-            tr = pipe.p["transfer"]
-            pipe.train_all("cifar10_transfer", blocks, transfer, 3, tr["size"], tr.get("seeds"))
-    summary = pipe.summary()
-    summary["searches"] = {
-        k: {kk: vv for kk, vv in v.items() if kk != "top"}
-        for k, v in found.items()
-        if k != "random"
+        searches = study.searches()
+        registered = study.register(searches)
+        study.finals(registered)
+    result = analyse(searches, registered, _load(study.finals_path, []))
+    _save(out / "analysis.json", result)
+    figure(result, out / "final_accuracies.png")
+    if args.markdown:
+        print(markdown(result))
+    return {
+        "bench": "end_to_end",
+        "profile": args.profile,
+        "searches": len(searches),
+        "registered": len(registered),
+        "finals": len(_load(study.finals_path, [])),
+        "primary": result.get("primary"),
     }
-    summary["wall_s_this_run"] = round(time.perf_counter() - t, 1)
-    base = pipe.records_path.with_suffix("")
-    Path(f"{base}_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    figure(summary, Path(f"{base}.png"))
-    return summary
 
 
 if __name__ == "__main__":

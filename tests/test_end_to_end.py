@@ -1,6 +1,7 @@
-"""bench/end_to_end.py at a tiny size: a real search (and the faster version's), its best block,
-hand-designed and random blocks trained by train.py at matched parameter counts, test accuracy
-per seed, the summary with its paired comparisons and the figure."""
+"""bench/end_to_end.py: the whole pipeline at a tiny size (independent searches of both
+strategies, their returned blocks and the hand-designed ones registered, final trainings, the
+pre-registered analysis and its figure), resumable without training twice; and the analysis's
+statistics on numbers worked out by hand."""
 
 import json
 import sys
@@ -9,77 +10,108 @@ import pytest
 
 from tests.conftest import ROOT
 
+sys.path.insert(0, str(ROOT / "bench"))
+import end_to_end  # noqa: E402
+
 
 @pytest.mark.slow
 def test_the_pipeline_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
-    sys.path.insert(0, str(ROOT / "bench"))
-    import end_to_end
-
-    # the smallest pipeline that has every kind: one searched block, the faster version's, one
-    # hand-designed, one random (the CIFAR transfer is the same train_all on another folder)
-    monkeypatch.setitem(end_to_end.PROFILES["tiny"], "transfer", None)
-    monkeypatch.setitem(end_to_end.PROFILES["tiny"], "hand", ("plain",))
     out = tmp_path / "out"
-    summary = end_to_end.main(
-        ["--profile", "tiny", "--out", str(out), "--work", str(tmp_path / "work")]
-    )
-    records = json.loads((out / "end_to_end_tiny.json").read_text())
-    names = {r["name"] for r in records}
-    assert names == {"searched_1", "faster_1", "plain", "random_1"}
-    for r in records:  # every training recorded whole, at a matched parameter count
-        assert {"block", "seed", "params", "flops", "test_acc", "train_s"} <= set(r)
-        assert abs(r["params"] - r["params_target"]) <= 0.1 * r["params_target"], r
-        assert 0.0 <= r["test_acc"] <= 1.0
-    main = summary["main"]
-    assert main["best_hand"] == "plain"
-    assert set(main["comparisons"]) == {"searched_vs_best_hand", "searched_vs_random"}
-    assert (out / "end_to_end_tiny.png").exists() and (
-        out / "end_to_end_tiny_summary.json"
-    ).exists()
-    # rerun: everything recorded is skipped (resumable), nothing trained twice: no training
-    # runs at all (train.py would fail on the call below), and the records stay as they were
+    argv = ["--profile", "tiny", "--out", str(out), "--work", str(tmp_path / "work")]
+    result = end_to_end.main(argv)
+    searches = json.loads((out / "searches.json").read_text())
+    assert sorted((s["strategy"], s["seed"]) for s in searches) == [
+        (a, s) for a in ("qlearning", "random") for s in (0, 1, 2)
+    ]
+    for s in searches:  # each stopped at the budget in unique trainings, re-evaluation on top
+        assert s["first_trainings"] == 3 and s["reevaluations"] >= 1, s
+    registered = json.loads((out / "registered.json").read_text())["blocks"]
+    keys = {b["key"] for b in registered}
+    assert {s["key"] for s in searches} <= keys  # every returned block, once
+    assert {b["name"] for b in registered if "hand" in b["kind"]} == {"plain", "conv5"}
+    finals = json.loads((out / "finals.json").read_text())
+    assert {(f["key"], f["seed"]) for f in finals} == {(k, 0) for k in keys}
+    for f in finals:  # every network at the budget (network.params=6000, within 3%)
+        assert abs(f["params"] - 6000) <= 180 and 0 <= f["test_acc"] <= 1, f
+    analysis = json.loads((out / "analysis.json").read_text())
+    hand = [k for k, t in analysis["blocks"].items() if "hand" in t["kind"]]
+    best = max(hand, key=lambda k: analysis["blocks"][k]["val_acc"])  # on validation
+    assert analysis["best_hand"]["key"] == best
+    assert result["primary"]["runs"] == 3 and result["primary"]["p_one_sided"] is not None
+    assert set(analysis["secondary"]) and (out / "final_accuracies.png").exists()
+    # A rerun trains nothing (no subprocess at all) and leaves every record as it was.
     monkeypatch.setattr(
         end_to_end.subprocess, "run", lambda *a, **k: pytest.fail(f"ran again: {a[0][:3]}")
     )
-    again = end_to_end.main(
-        ["--profile", "tiny", "--out", str(out), "--work", str(tmp_path / "work")]
+    before = {p.name: p.read_text() for p in out.glob("*.json") if p.name != "analysis.json"}
+    end_to_end.main(argv)
+    assert {
+        p.name: p.read_text() for p in out.glob("*.json") if p.name != "analysis.json"
+    } == before
+
+
+def test_a_registration_is_never_changed(tmp_path):
+    study = end_to_end.Study("tiny", tmp_path, tmp_path / "work")
+    one = [
+        {"strategy": "qlearning", "seed": 0, "key": "k1", "nsc": [[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]]}
+    ]
+    first = study.register(one)
+    assert study.register(one) == first
+    other = [{**one[0], "key": "k2", "nsc": [[1, 1, 1, 0, 0], [2, 7, 0, 0, 0]]}]
+    with pytest.raises(SystemExit, match="another registration"):
+        study.register(other)
+    assert json.loads((tmp_path / "registered.json").read_text())["blocks"] == first
+
+
+def _finals(values: dict[str, list[float]]) -> list[dict]:
+    return [
+        {"key": k, "seed": s, "val_acc": v, "test_acc": v, "params": 1, "widths": [1]}
+        for k, vs in values.items()
+        for s, v in enumerate(vs)
+    ]
+
+
+def test_the_analysis_chooses_on_validation_and_tests_searches_as_the_unit():
+    registered = [
+        {"key": "h1", "kind": "hand", "name": "h1"},
+        {"key": "h2", "kind": "hand", "name": "h2"},
+        *({"key": f"q{i}", "kind": "searched"} for i in range(3)),
+        *({"key": f"r{i}", "kind": "searched"} for i in range(3)),
+    ]
+    searches = [
+        *(
+            {"strategy": "qlearning", "seed": i, "key": f"q{i}", "unique_trainings": 10}
+            for i in range(3)
+        ),
+        *(
+            {"strategy": "random", "seed": i, "key": f"r{i}", "unique_trainings": 10}
+            for i in range(3)
+        ),
+    ]
+    values = {
+        "h1": [0.80, 0.81],
+        "h2": [0.70, 0.71],
+        "q0": [0.83, 0.84],
+        "q1": [0.85, 0.86],
+        "q2": [0.84, 0.86],
+        "r0": [0.80, 0.82],
+        "r1": [0.79, 0.80],
+        "r2": [0.81, 0.80],
+    }
+    finals = _finals(values)
+    finals[2]["test_acc"] = 0.99  # h2's test figure is high: the choice must not see it
+    a = end_to_end.analyse(searches, registered, finals)
+    assert a["best_hand"]["key"] == "h1"
+    # per search: its block minus h1, paired by seed, averaged over seeds
+    q = [((0.83 - 0.80) + (0.84 - 0.81)) / 2, ((0.85 - 0.80) + (0.86 - 0.81)) / 2, 0.045]
+    assert a["primary"]["difference"] == pytest.approx(sum(q) / 3, abs=1e-4)
+    assert a["primary"]["runs"] == 3 and a["primary"]["significant"]
+    from scipy import stats
+
+    assert a["primary"]["p_one_sided"] == pytest.approx(
+        stats.ttest_1samp(q, 0.0, alternative="greater").pvalue
     )
-    assert again["trainings"] == len(records)
-    assert json.loads((out / "end_to_end_tiny.json").read_text()) == records
-
-
-def test_matched_width_finds_the_parameter_count():
-    sys.path.insert(0, str(ROOT / "bench"))
-    import end_to_end
-
-    from blockqnn.space.presets import preset
-
-    target = end_to_end._params(preset("resnet_basic").to_list(), 24, 1, 14, 1)
-    for name in ("plain", "inception", "densenet_like"):
-        width, params = end_to_end.matched_width(preset(name).to_list(), target, 1, 14, 1)
-        assert abs(params - target) <= 0.1 * target and width > 2
-
-
-def test_the_transfer_trains_on_its_own_data_keys(tmp_path, monkeypatch):
-    """A stage with its own data (the CIFAR transfer) drops the recipe's data keys: the CPU
-    profile's recipe has data=fashion_mnist and data.resize=14, which an image folder refuses
-    (the bug that stopped the first transfer run)."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import end_to_end
-
-    seen = []
-
-    def fake_run(cmd):
-        seen.append(cmd)
-        raise RuntimeError("stop")
-
-    monkeypatch.setattr(end_to_end, "run", fake_run)
-    pipe = end_to_end.Pipeline("cpu", tmp_path, tmp_path / "work", smoke=False)
-    pipe.records = []
-    data = ["data=image_folder", "data.root=/x", "data.input_size=32", "train.epochs=2"]
-    with pytest.raises(RuntimeError, match="stop"):
-        pipe.train_all("cifar10_transfer", [("plain", "hand", [[1, 1, 3, 0, 0]])], data, 3, 32, [0])
-    cmd = seen[0]
-    data_keys = [a for a in cmd if a.startswith(("data=", "data."))]
-    assert data_keys == data[:3]  # the stage's, not the recipe's (no fashion_mnist, no resize)
-    assert "train.epochs=2" in cmd and "train.batch_size=128" in cmd  # the rest of the recipe
+    assert all(v["p_holm"] >= v["p"] for v in a["secondary"].values())
+    # fewer than 3 runs: no p-value
+    few = end_to_end.analyse(searches[:2] + searches[3:5], registered, finals)
+    assert few["primary"]["p_one_sided"] is None
