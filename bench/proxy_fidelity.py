@@ -118,12 +118,12 @@ def collect_static() -> None:
 
     path = PROXIES_DIR / "static.json"
     data = _load(path) or {"blocks": {}}
-    # One minibatch of 64 training images as the final training sees them (28 x 28, scaled).
-    dm = evaluator_for("data=fashion_mnist", "recipe.batch_size=64").datamodule
+    # One minibatch of 64 training images as the final training sees them (14 x 14, scaled).
+    dm = evaluator_for("data=fashion_mnist", "data.resize=14", "recipe.batch_size=64").datamodule
     x, y = next(iter(dm.train_dataloader()))
     final_spec = dict(
         kind="cifar", width=32, blocks_per_stage=2, stages=3, params=100000, flops=None,
-        max_width=256, budget_tolerance=0.03, in_channels=1, num_classes=10, input_size=28,
+        max_width=256, budget_tolerance=0.03, in_channels=1, num_classes=10, input_size=14,
     )  # fmt: skip
     bench_spec = dict(
         kind="cifar", width=12, blocks_per_stage=1, stages=3, in_channels=1, num_classes=10,
