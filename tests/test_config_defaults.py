@@ -119,3 +119,31 @@ def test_constructor_receives_the_composed_config(where, target, node, variant):
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         unknown = set(node) - set(params) - {"_target_", "_partial_", "_recursive_"}
         assert not unknown, f"{where}: keys {sorted(unknown)} reach no argument of {target}"
+
+
+def test_network_defaults_in_python_equal_the_final_network_config():
+    """NetworkSpec and network_cost keep defaults for callers that build a network by hand
+    (tests, notebooks); they must be conf/model/network/final.yaml's and CIFAR-10's shape."""
+    from blockqnn.data.shapes import SHAPES
+    from blockqnn.space.cost import network_cost
+    from blockqnn.space.network import NetworkSpec, build_network
+
+    final = OmegaConf.load(CONF / "model" / "network" / "final.yaml")
+    c, side, classes = SHAPES["cifar10"]
+    want = {
+        "width": final.width,
+        "blocks_per_stage": final.blocks_per_stage,
+        "stages": final.stages,
+        "drop_path": final.drop_path,
+        "num_classes": classes,
+        "in_channels": c,
+        "input_size": side,
+    }
+    spec = NetworkSpec()
+    assert {k: getattr(spec, k) for k in want} == want
+    cost = inspect.signature(network_cost).parameters
+    assert {k: cost[k].default for k in want if k in cost} == {
+        k: v for k, v in want.items() if k in cost
+    }
+    assert cost["kind"].default == final.kind
+    assert inspect.signature(build_network).parameters["kind"].default == final.kind

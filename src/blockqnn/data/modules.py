@@ -260,15 +260,16 @@ class StreamingImageFolder(L.LightningDataModule):
     def __init__(
         self,
         root: str,
-        batch_size: int = 256,
-        seed: int = 0,
-        val_fraction: float = 0.1,
-        input_size: int = 224,
-        num_workers: int = 4,
+        batch_size: int,
+        seed: int,
+        val_fraction: float,
+        input_size: int,
+        num_workers: int,
         eval_batch_size: int | None = None,
         subset: int | None = None,
         name: str = "image_folder",
     ):
+        # No defaults for the data's settings: their one home is conf/data/image_folder.yaml.
         super().__init__()
         _check_subset(subset)
         self.subset = subset

@@ -28,12 +28,12 @@ def shape_of(data: dict, classes: int | None = None) -> tuple[int, int, int]:
     elif name == "synthetic":
         c, side, classes = (int(data[k]) for k in ("in_channels", "input_size", "num_classes"))
     elif name == "image_folder" and classes is not None:
-        c, side = 3, int(data.get("input_size", 32))
+        c, side = 3, int(data["input_size"])
     elif name == "image_folder":
         train = Path(str(data.get("root") or "")) / "train"
         if not train.is_dir():
             raise ConfigError(f"data.root={data.get('root')}: no train/ folder of classes there")
-        c, side = 3, int(data.get("input_size", 32))
+        c, side = 3, int(data["input_size"])
         classes = sum(1 for d in train.iterdir() if d.is_dir())
     else:
         raise ConfigError(f"the shape of data={name!r} is not known")

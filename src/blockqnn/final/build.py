@@ -56,7 +56,7 @@ def _lightning_logger(cfg: DictConfig, run_dir: Path, block: Block):
     if target.endswith("WandbLogger"):
         mode = wandb_mode(cfg.logger.get("mode"))
         return WandbLogger(
-            project=cfg.logger.get("project", "blockqnn"),
+            project=cfg.logger.project,
             save_dir=str(run_dir),
             id=run_id(run_dir, "bqt"),
             offline=(mode == "offline"),
