@@ -21,7 +21,7 @@ the proxy's images for 3 times its epochs, at N = 2.
 Order: the blocks in a fixed shuffled order (so a partial study is a random part of it), each
 block's second seed (every third block has one) right after its first. Each training is one
 record, bench/results/fidelity/final/<index>_s<seed>.json, committed as it lands; a record on
-disk is never trained again. Prints one JSON line last."""
+disk is never trained again (a failed one is). Prints one JSON line last."""
 
 from __future__ import annotations
 
@@ -130,8 +130,8 @@ def main() -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     for n, (index, seed) in enumerate(runs, 1):
         path = record_path(index, seed)
-        if path.exists():
-            continue
+        if path.exists() and json.loads(path.read_text())["status"] == "ok":
+            continue  # trained; a failed training (a crash, a kill) is trained again
         record = train(by_index[index], seed)
         path.write_text(json.dumps(record, indent=1) + "\n")
         print(

@@ -1,6 +1,7 @@
 """Shared fixtures: configs composed by Hydra from conf/ (the files users run), evaluators
 built from them, and a fast deterministic stand-in evaluator for the loop's bookkeeping."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,13 @@ import blockqnn  # noqa: F401  registers the config schemas
 ROOT = Path(__file__).resolve().parents[1]
 #: A search that runs in seconds (conf/debug/smoke.yaml), logging to CSV.
 SMOKE = ["debug=smoke"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _decoded_image_cache(tmp_path_factory):
+    """Image folders the tests' runs decode go to a temporary cache (data.cache_dir, through
+    paths.cache_dir's environment variable, which subprocesses inherit), never the user's."""
+    os.environ["BLOCKQNN_CACHE_DIR"] = str(tmp_path_factory.mktemp("decoded"))
 
 
 def compose_search(*overrides: str):

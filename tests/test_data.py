@@ -377,3 +377,68 @@ def test_a_test_folder_missing_a_class_keeps_the_training_labels(tmp_path, in_me
     dm.setup()
     with pytest.raises(ConfigError, match="class9"):
         list(dm.test_dataloader())
+
+
+def test_decoded_image_folders_are_shared_through_the_cache(tmp_path, monkeypatch):
+    """data.cache_dir: a folder is decoded once; later builds map the decoded file (no decoding);
+    a changed folder is decoded again."""
+    from blockqnn.data import sources
+
+    write_folder(tmp_path / "data")
+    cfg = {
+        "name": "image_folder",
+        "root": str(tmp_path / "data"),
+        "input_size": 16,
+        "val_fraction": 0.25,
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    first = build_datamodule(cfg, batch_size=4, seed=0)
+    first.setup()
+    decoded = sorted(p.name for p in (tmp_path / "cache").glob("*.pt"))
+    assert len(decoded) == 1  # the training folder (the test split is read at the end only)
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded again")
+
+    real = sources._image_folder_split
+    monkeypatch.setattr(sources, "_image_folder_split", no_decoding)
+    again = build_datamodule(cfg, batch_size=4, seed=0)
+    again.setup()
+    assert torch.equal(again._train.images, first._train.images)
+    assert torch.equal(again._val.labels, first._val.labels)
+    # A new file in the folder: its content digest changes, so it is decoded again.
+    Image.new("RGB", (20, 20)).save(tmp_path / "data" / "train" / "class0" / "new.png")
+    with pytest.raises(AssertionError, match="decoded again"):
+        build_datamodule(cfg, batch_size=4, seed=0).setup()
+    monkeypatch.setattr(sources, "_image_folder_split", real)
+    grown = build_datamodule(cfg, batch_size=4, seed=0)
+    grown.setup()
+    assert len(grown._train) + len(grown._val) == 13
+    # The test split is cached under its own digest (its label map included), when it is read.
+    grown.test_dataloader()
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
+
+
+def test_processes_that_start_together_decode_a_folder_once(tmp_path):
+    """Two processes (a pool's workers) asking for the same folder at once: one decodes under
+    the cache's lock, the other waits and reads its file."""
+    import subprocess
+    import sys
+
+    write_folder(tmp_path / "data", classes=3, per_class=30)
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s')\n"
+        "from blockqnn.data.sources import _image_folder\n"
+        f"train, _ = _image_folder({{'root': {str(tmp_path / 'data')!r}, 'input_size': 16, "
+        f"'skip_unreadable': False, 'cache_dir': {str(tmp_path / 'cache')!r}}})\n"
+        "print('images', len(train))\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert all("images 90" in o for o in outs)
+    assert sum("decoded" in o for o in outs) == 1, outs

@@ -220,6 +220,7 @@ def image_folder_datamodule(
         # Streamed folders are not decoded up front (ImageNet: 1.28M files); the DataLoader
         # raises on an unreadable file when it reaches it.
         cfg.pop("skip_unreadable", None)
+        cfg.pop("cache_dir", None)  # streamed folders decode as they read: nothing to share
         return StreamingImageFolder(
             batch_size=batch_size, seed=seed, num_workers=num_workers, **cfg
         )

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from blockqnn.data.cache import cached_split
 from blockqnn.data.tensors import TensorSplit
 from blockqnn.errors import ConfigError
 
@@ -224,12 +225,23 @@ def _image_folder(cfg: dict):
             f"data.root={cfg.get('root')}: expected an ImageNet-style folder with "
             "train/<class>/<image> and test/<class>/<image>"
         )
-    size = int(cfg.get("input_size", 32))
-    skip = bool(cfg.get("skip_unreadable", False))
-    return (
-        _image_folder_split(root / "train", size, skip),
-        lambda: _image_folder_split(root / "test", size, skip, test_label_map(root)),
+    size, skip, cache = (
+        int(cfg["input_size"]),
+        bool(cfg.get("skip_unreadable")),
+        cfg.get("cache_dir"),
     )
+
+    def split(name: str, labels: list[int] | None = None) -> TensorSplit:
+        return cached_split(
+            cache,
+            root / name,
+            lambda: _image_folder_split(root / name, size, skip, labels),
+            size=size,
+            skip_unreadable=skip,
+            labels=labels,
+        )
+
+    return split("train"), lambda: split("test", test_label_map(root))
 
 
 def _synthetic(cfg: dict):
@@ -258,7 +270,7 @@ SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "fashion_mnist": ("root",),
     "cifar10": ("root", "download", "verify"),
     "cifar100": ("root", "download", "verify"),
-    "image_folder": ("root", "input_size", "skip_unreadable"),
+    "image_folder": ("root", "input_size", "skip_unreadable", "cache_dir"),
     "synthetic": (
         "in_channels",
         "input_size",

@@ -198,7 +198,12 @@ def evaluation_stats(rows: list[dict]) -> dict | None:
 
 #: Keys that say where things are, not what they are: left out of the fingerprint (and out
 #: of the stored one when a folder is resumed), so a moved data folder or table still resumes.
-UNFINGERPRINTED = (("data", "root"), ("data", "download"), ("evaluator", "table"))
+UNFINGERPRINTED = (
+    ("data", "root"),
+    ("data", "download"),
+    ("data", "cache_dir"),
+    ("evaluator", "table"),
+)
 
 
 def without_locations(fp: dict) -> dict:
