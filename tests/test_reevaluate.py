@@ -191,3 +191,24 @@ def test_a_budget_in_trainings_stops_sampling_there_and_holds_on_resume(tmp_path
     full = tmp_path / "full"
     Search(compose_search(*SURR, "space.max_layers=2"), full).run()
     assert len(_rows(full, "episodes")) == 128
+
+
+def test_a_resumed_loggers_counts_equal_the_live_loops(tmp_path):
+    """The loggers' catch-up rows and W&B's summary count as the live loop does: an evolution
+    child that is a known block is a fresh draw (a re-evaluation), not a reused episode."""
+    from blockqnn.search.loggers import catch_up_rows, run_summary
+
+    cfg = compose_search(
+        *SURR, "agent=evolution", "space.max_layers=2", "agent.epsilon_schedule=[[1.0,6]]",
+        "agent.batch_size=8",
+    )  # fmt: skip
+    search = Search(cfg, tmp_path)
+    search.run()
+    store = SearchStore(tmp_path / "search.db", fingerprint_of(cfg))
+    episodes = store.episodes()
+    store.close()
+    assert any(e["retrained"] for e in episodes)  # 2-layer blocks repeat: evolution redraws them
+    last = catch_up_rows(episodes, set())[-1]
+    for k in ("trained", "reused_total", "predicted_total"):
+        assert last[k] == search.counts[k], k
+        assert run_summary(episodes)[k] == search.counts[k], k

@@ -104,9 +104,10 @@ def catch_up_rows(episodes: list[dict], logged: set[int]) -> list[dict]:
     for e in episodes:
         if e["status"] == "running":
             continue
-        counts[
-            "reused_total" if e["reused"] else "predicted_total" if e["predicted"] else "trained"
-        ] += 1
+        if not e.get("retrained"):  # a fresh draw is a re-evaluation, as the live loop counts it
+            counts[
+                "reused_total" if e["reused"] else "predicted_total" if e["predicted"] else "trained"
+            ] += 1
         if is_measured(e) and (best is None or e["reward"] > best):
             best = e["reward"]
         if e["id"] not in logged:
@@ -153,7 +154,7 @@ def run_summary(episodes: list[dict]) -> dict[str, Any]:
     done = [e for e in episodes if e["status"] != "running"]
     out.update(
         trained=sum(1 for e in done if not e["reused"] and not e["predicted"]),
-        reused_total=sum(1 for e in done if e["reused"]),
+        reused_total=sum(1 for e in done if e["reused"] and not e.get("retrained")),
         predicted_total=sum(1 for e in done if e["predicted"]),
     )
     return out

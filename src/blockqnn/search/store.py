@@ -578,7 +578,13 @@ class SearchStore:
         return evaluation_stats([r for r in rows if is_measured(r)])
 
     def episodes(self) -> list[dict]:
-        return [_listed(r) for r in self.db.execute("SELECT * FROM episodes ORDER BY id")]
+        """Every episode, in order; ``retrained``: its result is a fresh draw of a known block
+        (:meth:`begin_retrain`), not a reused one."""
+        fresh = self.retrained_episodes()
+        return [
+            {**_listed(r), "retrained": r["id"] in fresh}
+            for r in self.db.execute("SELECT * FROM episodes ORDER BY id")
+        ]
 
     def close(self) -> None:
         """Close; anything not committed is dropped."""
