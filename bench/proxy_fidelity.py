@@ -174,8 +174,15 @@ def final_accuracy() -> tuple[dict[int, float], dict[int, list[float]]]:
 
 
 def _tau(x: list[float], y: list[float]) -> float:
+    if len(x) < 3:
+        return float("nan")
     t = kendalltau(x, y).statistic
     return float("nan") if t != t else float(t)
+
+
+def _r(x: float, digits: int = 4) -> float | None:
+    """Rounded, None for NaN (strict JSON)."""
+    return None if x != x else round(x, digits)
 
 
 def metrics(score: dict[int, float], final: dict[int, float], cpu_s: float | None) -> dict:
@@ -195,18 +202,18 @@ def metrics(score: dict[int, float], final: dict[int, float], cpu_s: float | Non
     boot = sorted(t for t in boot if t == t)
     out = {
         "blocks": len(common),
-        "tau_all": round(_tau(f, s), 4),
+        "tau_all": _r(_tau(f, s)),
         "tau_all_ci95": [
             round(boot[int(0.025 * len(boot))], 3),
             round(boot[int(0.975 * len(boot)) - 1], 3),
         ]
         if boot
         else None,
-        "tau_top_half": round(_tau([final[i] for i in top], [score[i] for i in top]), 4),
+        "tau_top_half": _r(_tau([final[i] for i in top], [score[i] for i in top])),
         "recall_top8": round(len(top_final & top_proxy) / k, 3) if k else None,
         "cpu_s_per_block": None if cpu_s is None else round(cpu_s, 2),
     }
-    if cpu_s:
+    if cpu_s and out["tau_all"] is not None:
         out["tau_per_cpu_s"] = round(out["tau_all"] / cpu_s, 5)
     return out
 
@@ -266,9 +273,7 @@ def score() -> dict:
         "final_trainings": sum(len(v) for v in per.values()),
         "ceiling_seed_to_seed": {
             "blocks": len(twice),
-            "tau": round(_tau([per[i][0] for i in twice], [per[i][1] for i in twice]), 4)
-            if len(twice) > 2
-            else None,
+            "tau": _r(_tau([per[i][0] for i in twice], [per[i][1] for i in twice])),
         },
         "final_range": [min(final.values()), max(final.values())] if final else None,
         "proxies": table,
@@ -277,10 +282,34 @@ def score() -> dict:
     return result
 
 
+def markdown(r: dict) -> str:
+    """The table for BENCHMARKS.md: every candidate but the reward grid's, then the grid's best."""
+    rows = ["| proxy | tau (all) [95% CI] | tau (top half) | recall of the top 8 | CPU-s / block |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    grid = {k: v for k, v in r["proxies"].items() if ":reward_" in k}
+    best = {}
+    for k, v in grid.items():
+        name = k.split(":")[0]
+        if v["tau_all"] is not None and (
+            name not in best or v["tau_all"] > grid[best[name]]["tau_all"]
+        ):
+            best[name] = k
+    shown = [k for k in r["proxies"] if k not in grid] + sorted(best.values())
+    for k in sorted(shown, key=lambda k: -(r["proxies"][k]["tau_top_half"] or -9)):
+        v = r["proxies"][k]
+        ci = v["tau_all_ci95"] or ["-", "-"]
+        rows.append(
+            f"| {k} | {v['tau_all']} [{ci[0]}, {ci[1]}] | {v['tau_top_half']} | {v['recall_top8']} | "
+            f"{v['cpu_s_per_block']} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=["collect", "score"])
     parser.add_argument("--proxies", nargs="*", default=list(PROXIES))
+    parser.add_argument("--markdown", action="store_true", help="with score: the table")
     a = parser.parse_args()
     if a.step == "collect":
         collect_static()
@@ -289,6 +318,8 @@ def main() -> None:
         print(json.dumps({"bench": "proxy_fidelity", "collected": a.proxies}))
     else:
         r = score()
+        if a.markdown:
+            print(markdown(r))
         brief = {k: v for k, v in r.items() if k != "proxies"}
         print(json.dumps({**brief, "proxies": len(r["proxies"])}))
 
