@@ -185,6 +185,61 @@ def _r(x: float, digits: int = 4) -> float | None:
     return None if x != x else round(x, digits)
 
 
+def _bootstrap(blocks: list[int], final: dict, score: dict, n: int = 1000) -> list[float] | None:
+    """A 95% percentile interval of Kendall tau over ``blocks`` resampled with replacement."""
+    rng = random.Random(0)
+    boot = []
+    for _ in range(n):
+        pick = [rng.choice(blocks) for _ in blocks]
+        boot.append(_tau([final[i] for i in pick], [score[i] for i in pick]))
+    boot = sorted(t for t in boot if t == t)
+    if not boot:
+        return None
+    return [round(boot[int(0.025 * len(boot))], 3), round(boot[int(0.975 * len(boot)) - 1], 3)]
+
+
+def choose(r: dict) -> dict:
+    """The pre-registered decision (BENCHMARKS.md "Proxy fidelity"): among the candidates (not
+    the reward grid's points) costing at most 4 times today's proxy, the highest top-half tau;
+    a candidate whose top-half interval holds that tau ties with it, and the cheapest of the
+    ties wins. Then the reward grid point with the highest all-block tau at the chosen proxy."""
+    proxies = r["proxies"]
+    limit = 4 * (proxies["bench:acc"]["cpu_s_per_block"] or 0)
+    affordable = {
+        k: v
+        for k, v in proxies.items()
+        if ":reward_" not in k
+        and v["tau_top_half"] is not None
+        and (v["cpu_s_per_block"] or 0) <= limit
+    }
+    if not affordable:
+        return {}
+    best = max(affordable, key=lambda k: affordable[k]["tau_top_half"])
+    top = affordable[best]["tau_top_half"]
+    ties = [
+        k
+        for k, v in affordable.items()
+        if v["tau_top_half_ci95"] and v["tau_top_half_ci95"][0] <= top <= v["tau_top_half_ci95"][1]
+    ] or [best]
+    chosen = min(
+        ties, key=lambda k: (affordable[k]["cpu_s_per_block"] or 0, -affordable[k]["tau_top_half"])
+    )
+    name = chosen.split(":")[0]
+    grid = {
+        k: v
+        for k, v in proxies.items()
+        if k.startswith(f"{name}:reward_") and v["tau_all"] is not None
+    }
+    reward = max(grid, key=lambda k: grid[k]["tau_all"]) if grid else None
+    return {
+        "best_top_half": best,
+        "ties": sorted(ties),
+        "chosen": chosen,
+        "reward": reward,
+        "reaches_0.3": top >= 0.3,
+    }
+
+
 def metrics(score: dict[int, float], final: dict[int, float], cpu_s: float | None) -> dict:
     common = sorted(i for i in final if i in score and math.isfinite(score[i]))
     f = [final[i] for i in common]
@@ -194,22 +249,12 @@ def metrics(score: dict[int, float], final: dict[int, float], cpu_s: float | Non
     k = min(8, len(common))
     top_final = set(ranked[:k])
     top_proxy = set(sorted(common, key=lambda i: -score[i])[:k])
-    rng = random.Random(0)
-    boot = []
-    for _ in range(1000):
-        pick = [rng.choice(common) for _ in common]
-        boot.append(_tau([final[i] for i in pick], [score[i] for i in pick]))
-    boot = sorted(t for t in boot if t == t)
     out = {
         "blocks": len(common),
         "tau_all": _r(_tau(f, s)),
-        "tau_all_ci95": [
-            round(boot[int(0.025 * len(boot))], 3),
-            round(boot[int(0.975 * len(boot)) - 1], 3),
-        ]
-        if boot
-        else None,
+        "tau_all_ci95": _bootstrap(common, final, score),
         "tau_top_half": _r(_tau([final[i] for i in top], [score[i] for i in top])),
+        "tau_top_half_ci95": _bootstrap(top, final, score),
         "recall_top8": round(len(top_final & top_proxy) / k, 3) if k else None,
         "cpu_s_per_block": None if cpu_s is None else round(cpu_s, 2),
     }
@@ -278,6 +323,7 @@ def score() -> dict:
         "final_range": [min(final.values()), max(final.values())] if final else None,
         "proxies": table,
     }
+    result["decision"] = choose(result)
     _save(FID / "scores.json", result)
     return result
 
