@@ -13,12 +13,14 @@ Steps (each record is kept as it lands; a rerun continues where the last one sto
      (``search.max_trainings``) and re-evaluating its leaders; its returned block is
      best_block.json (the best mean among the re-evaluated leaders);
   2. registration: the returned blocks (deduplicated) and the hand-designed blocks, written once
-     to ``registered.json`` before any final training; a later run never changes it;
+     to ``end_to_end_<profile>_registered.json`` before any final training; a later run never
+     changes it;
   3. final trainings: each registered block under the final recipe (bench/fidelity_final.FINAL:
      all 60,000 Fashion-MNIST training images split 50,000 / 10,000, 100k parameters, 3 epochs),
      every final seed; validation and test accuracy recorded; the test figure is read by the
      analysis only;
-  4. the analysis (``analysis.json``, the figure ``final_accuracies.png``): the best
+  4. the analysis (``end_to_end_<profile>_analysis.json``, the figure
+     ``end_to_end_<profile>_final_accuracies.png``): the best
      hand-designed block chosen by mean validation accuracy; the primary test (Q-learning's
      returned blocks against it, one-sided, search runs as the unit, paired by seed), its
      equivalence test at +-1 pp if not significant, two secondary tests under Holm; no p-value
@@ -138,9 +140,14 @@ class Study:
         self.out, self.work = out, work
         out.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
-        self.searches_path = out / "searches.json"
-        self.registered_path = out / "registered.json"
-        self.finals_path = out / "finals.json"
+        # bench/results/end_to_end_<profile>_*.json: one record per search, the registration,
+        # one record per final training (block, seed, params, FLOPs, accuracies, time)
+        self.searches_path = self.file("searches.json")
+        self.registered_path = self.file("registered.json")
+        self.finals_path = self.file("finals.json")
+
+    def file(self, name: str) -> Path:
+        return self.out / f"end_to_end_{self.name}_{name}"
 
     # ------------------------------------------------------------------ 1. searches
     def searches(self) -> list[dict]:
@@ -234,6 +241,7 @@ class Study:
                 done.append(
                     {
                         "key": b["key"],
+                        "block": b["nsc"],
                         "seed": seed,
                         "val_acc": m["val_acc"],
                         "test_acc": m["test_acc"],
@@ -452,17 +460,15 @@ def markdown(a: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", choices=list(PROFILES), default="cpu")
-    ap.add_argument(
-        "--out", type=Path, default=None, help="default: bench/results/end_to_end/<profile>"
-    )
+    ap.add_argument("--out", type=Path, default=None, help="default: bench/results")
     ap.add_argument("--work", type=Path, default=None, help="run folders (default: <out>/runs)")
     ap.add_argument(
         "--analyse", action="store_true", help="analyse what is recorded; train nothing"
     )
     ap.add_argument("--markdown", action="store_true", help="with --analyse: print the tables")
     args = ap.parse_args(argv)
-    out = args.out or ROOT / "bench" / "results" / "end_to_end" / args.profile
-    study = Study(args.profile, out, args.work or out / "runs")
+    out = args.out or ROOT / "bench" / "results"
+    study = Study(args.profile, out, args.work or out / "end_to_end" / f"runs_{args.profile}")
     if args.analyse:
         searches = _load(study.searches_path, [])
         registered = _load(study.registered_path, {"blocks": []})["blocks"]
@@ -471,8 +477,8 @@ def main(argv: list[str] | None = None) -> dict:
         registered = study.register(searches)
         study.finals(registered)
     result = analyse(searches, registered, _load(study.finals_path, []))
-    _save(out / "analysis.json", result)
-    figure(result, out / "final_accuracies.png")
+    _save(study.file("analysis.json"), result)
+    figure(result, study.file("final_accuracies.png"))
     if args.markdown:
         print(markdown(result))
     return {

@@ -19,34 +19,36 @@ def test_the_pipeline_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     out = tmp_path / "out"
     argv = ["--profile", "tiny", "--out", str(out), "--work", str(tmp_path / "work")]
     result = end_to_end.main(argv)
-    searches = json.loads((out / "searches.json").read_text())
+    searches = json.loads((out / "end_to_end_tiny_searches.json").read_text())
     assert sorted((s["strategy"], s["seed"]) for s in searches) == [
         (a, s) for a in ("qlearning", "random") for s in (0, 1, 2)
     ]
     for s in searches:  # each stopped at the budget in unique trainings, re-evaluation on top
         assert s["first_trainings"] == 3 and s["reevaluations"] >= 1, s
-    registered = json.loads((out / "registered.json").read_text())["blocks"]
+    registered = json.loads((out / "end_to_end_tiny_registered.json").read_text())["blocks"]
     keys = {b["key"] for b in registered}
     assert {s["key"] for s in searches} <= keys  # every returned block, once
     assert {b["name"] for b in registered if "hand" in b["kind"]} == {"plain", "conv5"}
-    finals = json.loads((out / "finals.json").read_text())
+    finals = json.loads((out / "end_to_end_tiny_finals.json").read_text())
     assert {(f["key"], f["seed"]) for f in finals} == {(k, 0) for k in keys}
     for f in finals:  # every network at the budget (network.params=6000, within 3%)
         assert abs(f["params"] - 6000) <= 180 and 0 <= f["test_acc"] <= 1, f
-    analysis = json.loads((out / "analysis.json").read_text())
+    analysis = json.loads((out / "end_to_end_tiny_analysis.json").read_text())
     hand = [k for k, t in analysis["blocks"].items() if "hand" in t["kind"]]
     best = max(hand, key=lambda k: analysis["blocks"][k]["val_acc"])  # on validation
     assert analysis["best_hand"]["key"] == best
     assert result["primary"]["runs"] == 3 and result["primary"]["p_one_sided"] is not None
-    assert set(analysis["secondary"]) and (out / "final_accuracies.png").exists()
+    assert set(analysis["secondary"]) and (out / "end_to_end_tiny_final_accuracies.png").exists()
     # A rerun trains nothing (no subprocess at all) and leaves every record as it was.
     monkeypatch.setattr(
         end_to_end.subprocess, "run", lambda *a, **k: pytest.fail(f"ran again: {a[0][:3]}")
     )
-    before = {p.name: p.read_text() for p in out.glob("*.json") if p.name != "analysis.json"}
+    before = {
+        p.name: p.read_text() for p in out.glob("*.json") if not p.name.endswith("analysis.json")
+    }
     end_to_end.main(argv)
     assert {
-        p.name: p.read_text() for p in out.glob("*.json") if p.name != "analysis.json"
+        p.name: p.read_text() for p in out.glob("*.json") if not p.name.endswith("analysis.json")
     } == before
 
 
@@ -60,7 +62,7 @@ def test_a_registration_is_never_changed(tmp_path):
     other = [{**one[0], "key": "k2", "nsc": [[1, 1, 1, 0, 0], [2, 7, 0, 0, 0]]}]
     with pytest.raises(SystemExit, match="another registration"):
         study.register(other)
-    assert json.loads((tmp_path / "registered.json").read_text())["blocks"] == first
+    assert json.loads((tmp_path / "end_to_end_tiny_registered.json").read_text())["blocks"] == first
 
 
 def _finals(values: dict[str, list[float]]) -> list[dict]:
