@@ -106,7 +106,11 @@ def catch_up_rows(episodes: list[dict], logged: set[int]) -> list[dict]:
             continue
         if not e.get("retrained"):  # a fresh draw is a re-evaluation, as the live loop counts it
             counts[
-                "reused_total" if e["reused"] else "predicted_total" if e["predicted"] else "trained"
+                "reused_total"
+                if e["reused"]
+                else "predicted_total"
+                if e["predicted"]
+                else "trained"
             ] += 1
         if is_measured(e) and (best is None or e["reward"] > best):
             best = e["reward"]
