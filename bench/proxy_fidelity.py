@@ -200,16 +200,29 @@ def _bootstrap(blocks: list[int], final: dict, score: dict, n: int = 1000) -> li
 
 def choose(r: dict) -> dict:
     """The pre-registered decision (BENCHMARKS.md "Proxy fidelity"): among the candidates (not
-    the reward grid's points) costing at most 4 times today's proxy, the highest top-half tau;
-    a candidate whose top-half interval holds that tau ties with it, and the cheapest of the
-    ties wins. Then the reward grid point with the highest all-block tau at the chosen proxy."""
+    the reward grid's points, not the baselines) costing at most 4 times today's proxy and
+    beating every baseline (#params, FLOPs, the surrogate) on all-block tau, the highest
+    top-half tau; a candidate whose top-half interval holds that tau ties with it, and the
+    cheapest of the ties wins. Then the reward grid point with the highest all-block tau at the
+    chosen proxy."""
     proxies = r["proxies"]
     limit = 4 * (proxies["bench:acc"]["cpu_s_per_block"] or 0)
+    floor = max(
+        (
+            v["tau_all"]
+            for k, v in proxies.items()
+            if k.startswith("baseline:") and v["tau_all"] is not None
+        ),
+        default=-1.0,
+    )
     affordable = {
         k: v
         for k, v in proxies.items()
         if ":reward_" not in k
+        and not k.startswith("baseline:")
         and v["tau_top_half"] is not None
+        and v["tau_all"] is not None
+        and v["tau_all"] > floor
         and (v["cpu_s_per_block"] or 0) <= limit
     }
     if not affordable:
@@ -236,6 +249,7 @@ def choose(r: dict) -> dict:
         "ties": sorted(ties),
         "chosen": chosen,
         "reward": reward,
+        "baseline_tau_to_beat": floor,
         "reaches_0.3": top >= 0.3,
     }
 
