@@ -4,7 +4,7 @@ A re-evaluation of a block used to change only the weight initialisation (the da
 augmentation came from the run's seed), so its repeats were correlated with the first training
 and the standard error a search reports was too small; now a repeat's seed also draws the data
 order (``dm.order_seed``). This measures both on real trainings of the bench proxy
-(``experiment=bench_proxy``): for each block, its first training and ``--repeats`` repeats
+(``experiment=bench_table``): for each block, its first training and ``--repeats`` repeats
 under each mode; per mode the pooled seed-to-seed standard deviation of the validation
 accuracy over the repeats and the first training, and how far the repeats' mean lies from the
 first training (a correlated repeat stays close to it).
@@ -55,7 +55,7 @@ def main() -> None:
     while len(blocks) < args.blocks:
         blocks.append(random_block(rng, 10, min_layers=2).to_list())
     blocks = blocks[: args.blocks]
-    ev = evaluator_for("experiment=bench_proxy", "logger=none")
+    ev = evaluator_for("experiment=bench_table", "logger=none")
     records = []
     start = time.time()
     for i, nsc in enumerate(blocks):

@@ -1,6 +1,6 @@
 """A check against reality: the 10 best distinct blocks of a search through the surrogate
-(``experiment=bench_proxy evaluator=surrogate``, Q-learning) and 10 random blocks of the same
-space, all trained for real on the bench proxy (``experiment=bench_proxy``, 2 worker
+(``experiment=bench_table evaluator=surrogate``, Q-learning) and 10 random blocks of the same
+space, all trained for real on the bench proxy (``experiment=bench_table``, 2 worker
 processes). Do the surrogate's picks rank above the random blocks? Prints the real accuracies,
 a one-sided Mann-Whitney U test, Kendall tau between predicted and real accuracy over the 20,
 and how many of the picks were in the surrogate's training table. Prints one JSON line last.
@@ -31,7 +31,7 @@ def main(seed: int = 0) -> dict:
     from blockqnn.search.setup import validate
 
     cfg = compose_search(
-        "experiment=bench_proxy",
+        "experiment=bench_table",
         "evaluator=surrogate",
         "logger=none",
         f"seed={seed}",
@@ -50,7 +50,7 @@ def main(seed: int = 0) -> dict:
     randoms = [random_block(rng, int(cfg.space.max_layers)).to_list() for _ in range(10)]
     blocks = picks + randoms
     predicted = [float(p) for p in evaluator.predict(blocks)]
-    real = evaluate_all(blocks, ["experiment=bench_proxy", f"seed={seed}"])
+    real = evaluate_all(blocks, ["experiment=bench_table", f"seed={seed}"])
     acc = [r["accuracy"] for r in real]
     top_acc, rand_acc = acc[:10], acc[10:]
     from blockqnn.space.nsc import Block

@@ -2,7 +2,7 @@
 microseconds instead of a training, for studying searches at the paper's scale.
 
 A regression model is fitted on the BlockQNN-Bench table (real trainings of NSC blocks on the
-bench proxy, ``experiment=bench_proxy``; README "BlockQNN-Bench") over structural features
+bench proxy, ``experiment=bench_table``; README "BlockQNN-Bench") over structural features
 of the block. For any valid block it returns that predicted validation accuracy plus noise
 drawn to match the table's measured seed-to-seed standard deviation (deterministic for a
 given seed and canonical key), the exact FLOPs and parameters of the run's network (computed
