@@ -928,3 +928,22 @@ def test_oom_is_tried_again_where_the_device_may_be_shared(tmp_path, monkeypatch
     first = seen[0]
     again = seen[1:].count(first)
     assert (again >= 1) if shared else (again == 0)
+
+
+def test_a_folder_from_before_a_config_key_resumes_and_a_changed_value_is_refused(tmp_path):
+    """A key added to a fingerprinted section later (network.params, network.max_width, ...)
+    is absent from older folders' fingerprints: read at its neutral value, they resume; a start
+    that sets another value is refused."""
+    cfg = cfg_for(*QUICK)
+    store = SearchStore(tmp_path / "search.db", _fp(cfg))
+    store.close()
+    con = sqlite3.connect(tmp_path / "search.db")
+    fp = json.loads(con.execute("SELECT value FROM meta WHERE name = 'fingerprint'").fetchone()[0])
+    for key in ("params", "flops", "max_width", "budget_tolerance", "drop_path", "channels_last"):
+        del fp["network"][key]
+    con.execute("UPDATE meta SET value = ? WHERE name = 'fingerprint'", (json.dumps(fp),))
+    con.commit()
+    con.close()
+    SearchStore(tmp_path / "search.db", _fp(cfg)).close()  # resumes
+    with pytest.raises(StoreError, match="network.params: stored null vs now 5000"):
+        SearchStore(tmp_path / "search.db", _fp(cfg_for(*QUICK, "network.params=5000")))

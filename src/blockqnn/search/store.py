@@ -206,6 +206,29 @@ UNFINGERPRINTED = (
 )
 
 
+#: Keys added to a fingerprinted section after folders were written without them, with the
+#: value that reproduces what those folders did: a stored fingerprint that lacks one is read
+#: as holding it, so an upgrade does not refuse a folder whose search the key cannot have
+#: changed (and a folder that now sets another value is still refused).
+ADDED_KEYS = {
+    ("network", "drop_path"): 0.0,
+    ("network", "channels_last"): False,
+    ("network", "params"): None,
+    ("network", "flops"): None,
+    ("network", "max_width"): 256,
+    ("network", "budget_tolerance"): 0.03,
+}
+
+
+def with_added_keys(fp: dict) -> dict:
+    """A stored fingerprint with the :data:`ADDED_KEYS` it lacks, at their neutral values."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in fp.items()}
+    for (section, key), value in ADDED_KEYS.items():
+        if isinstance(out.get(section), dict):
+            out[section].setdefault(key, value)
+    return out
+
+
 def without_locations(fp: dict) -> dict:
     """A fingerprint without the UNFINGERPRINTED keys (stored fingerprints of earlier versions
     hold them)."""
@@ -305,7 +328,7 @@ class SearchStore:
                 f"{self.path} was written by {meta.get('app')!r} schema "
                 f"{meta.get('schema_version')!r}; it was left untouched"
             )
-        old = without_locations(json.loads(meta["fingerprint"]))
+        old = with_added_keys(without_locations(json.loads(meta["fingerprint"])))
         # Sections a fingerprint of an earlier version did not hold are not compared: those
         # folders keep resuming (what they did not record cannot be checked).
         now = {k: v for k, v in fingerprint.items() if k in old}
