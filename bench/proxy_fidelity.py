@@ -41,6 +41,8 @@ from scipy.stats import kendalltau
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import evaluator_for  # noqa: E402
 
+from blockqnn.evaluator.reward import tse_signal  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 FID = ROOT / "bench" / "results" / "fidelity"
 BLOCKS = FID / "blocks.json"
@@ -208,6 +210,7 @@ def choose(r: dict) -> dict:
     chosen proxy."""
     proxies = r["proxies"]
     limit = 4 * (proxies["bench:acc"]["cpu_s_per_block"] or 0)
+    grids = (":reward_", ":tse_reward_")
     floor = max(
         (
             v["tau_all"]
@@ -219,7 +222,7 @@ def choose(r: dict) -> dict:
     affordable = {
         k: v
         for k, v in proxies.items()
-        if ":reward_" not in k
+        if not any(g in k for g in grids)
         and not k.startswith("baseline:")
         and v["tau_top_half"] is not None
         and v["tau_all"] is not None
@@ -238,12 +241,9 @@ def choose(r: dict) -> dict:
     chosen = min(
         ties, key=lambda k: (affordable[k]["cpu_s_per_block"] or 0, -affordable[k]["tau_top_half"])
     )
-    name = chosen.split(":")[0]
-    grid = {
-        k: v
-        for k, v in proxies.items()
-        if k.startswith(f"{name}:reward_") and v["tau_all"] is not None
-    }
+    name, readout = chosen.split(":")
+    prefix = f"{name}:tse_reward_" if readout == "tse" else f"{name}:reward_"  # its signal's grid
+    grid = {k: v for k, v in proxies.items() if k.startswith(prefix) and v["tau_all"] is not None}
     reward = max(grid, key=lambda k: grid[k]["tau_all"]) if grid else None
     return {
         "best_top_half": best,
@@ -305,11 +305,20 @@ def proxy_scores() -> dict[str, tuple[dict[int, float], float | None]]:
         )
         for mu in MUS:
             for rho in RHOS:
+                pen = {
+                    i: 0.01 * (mu * math.log(r["flops"] / ref) + rho * math.log(r["density"]))
+                    for i, r in s0.items()
+                }
                 out[f"{name}:reward_mu{mu}_rho{rho}"] = (
+                    {i: r["accuracy"] - pen[i] for i, r in s0.items()},
+                    cpu0,
+                )
+                # reward.signal=tse: the same penalties after 1 - mean loss / ln(10)
+                out[f"{name}:tse_reward_mu{mu}_rho{rho}"] = (
                     {
-                        i: r["accuracy"]
-                        - 0.01 * (mu * math.log(r["flops"] / ref) + rho * math.log(r["density"]))
+                        i: tse_signal(r["train_loss"], 10) - pen[i]
                         for i, r in s0.items()
+                        if r["train_loss"]
                     },
                     cpu0,
                 )
@@ -347,10 +356,10 @@ def markdown(r: dict) -> str:
     """The table for BENCHMARKS.md: every candidate but the reward grid's, then the grid's best."""
     rows = ["| proxy | tau (all) [95% CI] | tau (top half) | recall of the top 8 | CPU-s / block |",
             "|---|---|---|---|---|"]  # fmt: skip
-    grid = {k: v for k, v in r["proxies"].items() if ":reward_" in k}
+    grid = {k: v for k, v in r["proxies"].items() if ":reward_" in k or ":tse_reward_" in k}
     best = {}
     for k, v in grid.items():
-        name = k.split(":")[0]
+        name = k.split("_mu")[0]
         if v["tau_all"] is not None and (
             name not in best or v["tau_all"] > grid[best[name]]["tau_all"]
         ):

@@ -49,6 +49,19 @@ def test_ok_result_is_plain_and_complete():
     assert r["train_loss"][1] < r["train_loss"][0]
 
 
+def test_a_tse_reward_reads_the_training_losses():
+    """reward.signal=tse: the reward's first term is 1 - mean(epoch training losses) / ln(10),
+    the same penalties after it; the accuracy is still the validation accuracy."""
+    r = evaluate(BLOCK, [*FAST, "reward.signal=tse", "reward.mu=1.0", "reward.rho=8.0"])
+    assert r["status"] == "ok", r["error"]
+    signal = 1 - (sum(r["train_loss"]) / len(r["train_loss"])) / math.log(10)
+    penalty = 0.01 * (math.log(r["flops"] / _ref_flops()) + 8 * math.log(1.4))
+    assert r["reward"] == pytest.approx(signal - penalty)
+    assert r["accuracy"] == r["history"][-1] and r["reward"] != pytest.approx(
+        r["accuracy"] - penalty
+    )
+
+
 def _ref_flops():
     from blockqnn.space.cost import count_flops
     from blockqnn.space.network import build_network

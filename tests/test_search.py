@@ -280,6 +280,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, local_referenc
         ("trainer=ddp", "use evaluator.devices"),
         ("data=cifar100", "data.root is required"),
         ("recipe.epochs=-1", "recipe.epochs=-1 must be >= 1"),
+        ("reward.signal=loss", "reward.signal='loss': one of accuracy, tse"),
+        ("evaluator=surrogate reward.signal=tse", "reward.signal=tse reads the training losses"),
         ("+executor.cpu_worker=3", "executor.cpu_worker is not an argument"),
         ("+trainer.max_epochs=3", "trainer.max_epochs is set by the search"),
         pytest.param(

@@ -123,15 +123,23 @@ class RecipeConfig:
         _range("recipe.batch_size", self.batch_size, 1)
 
 
+#: What a reward's first term can measure: the validation accuracy after the proxy training, or
+#: its training speed (TSE: the epochs' mean training losses, as 1 - loss / ln(classes)).
+REWARD_SIGNALS = ("accuracy", "tse")
+
+
 @dataclass
 class RewardConfig:
     mu: float = MISSING
     rho: float = MISSING
     scale: float = MISSING
     flops_reference: str = MISSING
+    signal: str = MISSING  # accuracy | tse: what the reward's first term measures
 
     def __post_init__(self):
         _range("reward.scale", self.scale, 0.0)
+        if self.signal != MISSING and self.signal not in REWARD_SIGNALS:
+            raise ConfigError(f"reward.signal={self.signal!r}: one of {', '.join(REWARD_SIGNALS)}")
 
 
 @dataclass

@@ -6,15 +6,23 @@ from __future__ import annotations
 
 import lightning as L
 
-from blockqnn.evaluator.reward import RewardConfig, shaped_reward
+from blockqnn.evaluator.reward import RewardConfig, shaped_reward, tse_signal
 
 
 class ShapedRewardCallback(L.Callback):
     """Tracks validation accuracy per epoch and computes the shaped reward at the end of
     the proxy training (``self.reward``, ``self.accuracy``)."""
 
-    def __init__(self, flops: float, flops_ref: float, density: float, cfg: RewardConfig):
+    def __init__(
+        self,
+        flops: float,
+        flops_ref: float,
+        density: float,
+        cfg: RewardConfig,
+        num_classes: int | None = None,
+    ):
         self.flops, self.flops_ref, self.density, self.cfg = flops, flops_ref, density, cfg
+        self.num_classes = num_classes  # for reward.signal=tse
         self.history: list[float] = []
         self.losses: list[float] = []  # each epoch's mean training loss (their sum: TSE)
         self.accuracy: float | None = None
@@ -34,9 +42,12 @@ class ShapedRewardCallback(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.history:
             self.accuracy = self.history[-1]
-            self.reward = shaped_reward(
-                self.accuracy, self.flops, self.flops_ref, self.density, self.cfg
+            signal = (
+                tse_signal(self.losses, int(self.num_classes))
+                if self.cfg.signal == "tse" and self.losses
+                else self.accuracy
             )
+            self.reward = shaped_reward(signal, self.flops, self.flops_ref, self.density, self.cfg)
 
 
 class ChanceRestartCallback(L.Callback):

@@ -29,5 +29,15 @@ from blockqnn.config import RewardConfig  # noqa: F401  (re-exported: the reward
 def shaped_reward(
     accuracy: float, flops: float, flops_ref: float, density: float, cfg: RewardConfig
 ) -> float:
+    """The shaped reward of a first term ``accuracy`` (the validation accuracy, or with
+    ``reward.signal=tse`` :func:`tse_signal`)."""
     flops_term = math.log(max(flops, 1.0) / max(flops_ref, 1.0))
     return accuracy - cfg.scale * (cfg.mu * flops_term + cfg.rho * math.log(density))
+
+
+def tse_signal(losses: list[float], num_classes: int) -> float:
+    """``reward.signal=tse``: 1 - (the mean over the proxy's epochs of each epoch's mean
+    training loss) / ln(classes). A monotone reading of TSE (Ru et al., NeurIPS 2021: the sum
+    of training losses ranks blocks better than early validation accuracy), 0 at chance-level
+    loss and 1 at zero loss, so it sits on the accuracy's scale beside q_init."""
+    return 1.0 - (sum(losses) / len(losses)) / math.log(num_classes)

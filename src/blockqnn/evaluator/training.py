@@ -157,7 +157,7 @@ def train_candidate(
                 flops, params = network_cost(block, **network)
                 out.update(flops=flops, params=params)
             reward_cb = ShapedRewardCallback(
-                out["flops"], reference_flops(), block.density, reward_cfg
+                out["flops"], reference_flops(), block.density, reward_cfg, network["num_classes"]
             )
             restart_cb = ChanceRestartCallback(threshold)
             callbacks: list = [reward_cb] + ([restart_cb] if attempt < int(restart.max) else [])

@@ -183,6 +183,12 @@ def _check_budget(cfg: DictConfig, trains: bool) -> tuple[str, int] | None:
     from blockqnn.space.budget import budget_of  # lazy: the space package imports torch
 
     budget = budget_of(OmegaConf.to_container(cfg.network, resolve=True))
+    if cfg.reward.get("signal") == "tse" and not trains:
+        raise ConfigError(
+            "reward.signal=tse reads the training losses of a proxy training; "
+            f"evaluator._target_={cfg.evaluator.get('_target_')} trains nothing "
+            "(use evaluator=lightning, or reward.signal=accuracy)"
+        )
     if budget is not None and not trains:
         raise ConfigError(
             f"network.{budget[0]}={budget[1]} sizes the networks that a search trains; "
