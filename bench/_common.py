@@ -98,3 +98,17 @@ def evaluate_all(
     finally:
         pool.close()
     return [results[i] for i in range(len(blocks))]
+
+
+def commit(path: Path, message: str) -> None:
+    """Commit one record on its own (``git commit -- path`` leaves anything else staged alone);
+    a busy index (another commit at that moment) is retried."""
+    for _ in range(5):
+        add = subprocess.run(["git", "add", str(path)], cwd=ROOT, capture_output=True)
+        done = subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=ROOT, capture_output=True
+        )
+        if add.returncode == 0 and done.returncode == 0:
+            return
+        time.sleep(5)
+    print(f"could not commit {path}; it stays on disk", flush=True)

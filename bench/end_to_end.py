@@ -37,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
+from _common import commit  # noqa: E402
 from fidelity_final import FINAL  # noqa: E402
 
 FIDELITY = ROOT / "bench" / "results" / "fidelity"
@@ -46,7 +47,7 @@ EQUIVALENCE_PP = 0.01  # the equivalence bound: +-1 percentage point of test acc
 PROFILES = {
     "cpu": {
         # The proxy chosen by the fidelity study (BENCHMARKS.md "Proxy fidelity").
-        "proxy": ["experiment=bench_proxy", "network.params=50000"],
+        "proxy": ["experiment=bench_proxy"],
         "search": [
             "executor=pool",
             "logger=none",
@@ -135,8 +136,9 @@ def _trainings(folder: Path) -> dict:
 
 
 class Study:
-    def __init__(self, profile: str, out: Path, work: Path):
+    def __init__(self, profile: str, out: Path, work: Path, commits: bool = False):
         self.name, self.p = profile, PROFILES[profile]
+        self.commits = commits  # commit each record as it lands (the study in the repository)
         self.out, self.work = out, work
         out.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
@@ -179,6 +181,8 @@ class Study:
                     }
                 )
                 _save(self.searches_path, done)
+                if self.commits:
+                    commit(self.searches_path, f"end to end: search {strategy} seed {seed}")
         return done
 
     # ------------------------------------------------------------------ 2. registration
@@ -219,6 +223,10 @@ class Study:
             self.registered_path,
             {"registered_at": time.strftime("%Y-%m-%d %H:%M:%S"), "blocks": registered},
         )
+        if self.commits:
+            commit(
+                self.registered_path, "end to end: the blocks registered before any final training"
+            )
         return registered
 
     # ------------------------------------------------------------------ 3. final trainings
@@ -253,6 +261,8 @@ class Study:
                     }
                 )
                 _save(self.finals_path, done)
+                if self.commits:
+                    commit(self.finals_path, f"end to end: final {b['key'][:12]} seed {seed}")
         return done
 
 
@@ -468,7 +478,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--markdown", action="store_true", help="with --analyse: print the tables")
     args = ap.parse_args(argv)
     out = args.out or ROOT / "bench" / "results"
-    study = Study(args.profile, out, args.work or out / "end_to_end" / f"runs_{args.profile}")
+    study = Study(
+        args.profile,
+        out,
+        args.work or out / "end_to_end" / f"runs_{args.profile}",
+        commits=args.out is None,  # the repository's own results: committed as they land
+    )
     if args.analyse:
         searches = _load(study.searches_path, [])
         registered = _load(study.registered_path, {"blocks": []})["blocks"]

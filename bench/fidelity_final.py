@@ -34,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import commit  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKS = ROOT / "bench" / "results" / "fidelity" / "blocks.json"
 OUT = ROOT / "bench" / "results" / "fidelity" / "final"
@@ -107,20 +110,6 @@ def train(block: dict, seed: int) -> dict:
         "recipe": FINAL,
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-
-
-def commit(path: Path, message: str) -> None:
-    """Commit one record on its own (``git commit -- path`` leaves anything else staged alone);
-    a busy index (another commit at that moment) is retried."""
-    for _ in range(5):
-        add = subprocess.run(["git", "add", str(path)], cwd=ROOT, capture_output=True)
-        done = subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=ROOT, capture_output=True
-        )
-        if add.returncode == 0 and done.returncode == 0:
-            return
-        time.sleep(5)
-    print(f"could not commit {path}; it stays on disk", flush=True)
 
 
 def main() -> dict:
