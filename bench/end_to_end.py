@@ -467,6 +467,19 @@ def markdown(a: dict) -> str:
     return "\n".join(lines)
 
 
+def recorded(out: Path, profile: str) -> tuple[list[dict], list[dict], list[dict]]:
+    """The searches, registered blocks and final trainings recorded under ``out`` (empty lists
+    for what is not there yet): what the analysis and the notebook read."""
+    files = {
+        k: out / f"end_to_end_{profile}_{k}.json" for k in ("searches", "registered", "finals")
+    }
+    return (
+        _load(files["searches"], []),
+        _load(files["registered"], {"blocks": []})["blocks"],
+        _load(files["finals"], []),
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", choices=list(PROFILES), default="cpu")
@@ -485,8 +498,7 @@ def main(argv: list[str] | None = None) -> dict:
         commits=args.out is None,  # the repository's own results: committed as they land
     )
     if args.analyse:
-        searches = _load(study.searches_path, [])
-        registered = _load(study.registered_path, {"blocks": []})["blocks"]
+        searches, registered, _ = recorded(out, args.profile)
     else:
         searches = study.searches()
         registered = study.register(searches)
