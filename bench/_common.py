@@ -112,3 +112,16 @@ def commit(path: Path, message: str) -> None:
             return
         time.sleep(5)
     print(f"could not commit {path}; it stays on disk", flush=True)
+
+
+def load_json(path: Path, default=None):
+    """A study's JSON record file, or ``default`` where there is none yet."""
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def save_json(path: Path, data) -> None:
+    """Write a study's JSON record file atomically (a kill never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)

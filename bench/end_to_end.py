@@ -38,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import commit  # noqa: E402
+from _common import load_json as _load  # noqa: E402
+from _common import save_json as _save  # noqa: E402
 from fidelity_final import FINAL  # noqa: E402
 
 FIDELITY = ROOT / "bench" / "results" / "fidelity"
@@ -105,16 +107,6 @@ def run(script: str, args: list[str]) -> None:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-
-
-def _load(path: Path, default):
-    return json.loads(path.read_text()) if path.exists() else default
-
-
-def _save(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
 
 
 def _trainings(folder: Path) -> dict:

@@ -39,7 +39,8 @@ from pathlib import Path
 from scipy.stats import kendalltau
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import evaluator_for  # noqa: E402
+from _common import evaluator_for, load_json  # noqa: E402
+from _common import save_json as _save  # noqa: E402
 
 from blockqnn.evaluator.reward import tse_signal  # noqa: E402
 
@@ -70,14 +71,7 @@ def blocks() -> list[dict]:
 
 
 def _load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _save(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
+    return load_json(path, {})
 
 
 def collect_proxy(name: str, overrides: list[str]) -> None:
