@@ -305,8 +305,10 @@ class PoolExecutor:
         )
 
     def _replace(self, i: int) -> None:
-        """A new worker in slot ``i`` (its worker died or was killed)."""
-        self._kill(i)
+        """A new worker in slot ``i`` (its worker died or was killed), started only once the old
+        one has exited: a killed worker still tearing down would hold its memory and its GPU
+        while the replacement starts on them."""
+        _reap(self._kill(i))
         self.pools[i].shutdown(wait=False, cancel_futures=True)
         self.pools[i] = self._pool(i)
         self.replaced += 1
@@ -333,14 +335,15 @@ class PoolExecutor:
             fut = self.pools[i].submit(_pool_evaluate, nsc, accelerator, repeat)
         self.futures[fut] = (tag, nsc, i, tries, repeat)
 
-    def _kill(self, i: int) -> None:
-        for proc in list(
-            (getattr(self.pools[i], "_processes", None) or {}).values()
-        ):  # the slot's one worker
+    def _kill(self, i: int) -> list:
+        """SIGKILL the slot's worker; returns its process (to :func:`_reap`)."""
+        procs = list((getattr(self.pools[i], "_processes", None) or {}).values())
+        for proc in procs:
             try:
                 proc.kill()
             except (OSError, ValueError):
                 pass
+        return procs
 
     def _wait(self):
         """Futures done, after killing the workers of evaluations past the hard limit (counted
@@ -414,20 +417,23 @@ class PoolExecutor:
     def close(self) -> None:
         """Stop every worker (evaluating or idle) and wait for them to exit: nothing of the
         pool outlives the search. Safe to call twice."""
-        procs = [
-            p
-            for pool in self.pools
-            for p in list((getattr(pool, "_processes", None) or {}).values())
-        ]
+        procs = []
         for i, pool in enumerate(self.pools):
-            self._kill(i)  # a worker still evaluating (perhaps hung) must not outlive the search
+            # a worker still evaluating (perhaps hung) must not outlive the search
+            procs += self._kill(i)
             pool.shutdown(wait=False, cancel_futures=True)
-        for proc in procs:
-            try:
-                proc.join(timeout=5)
-            except (OSError, ValueError, AssertionError):
-                pass
+        _reap(procs)
         self.futures.clear()
+
+
+def _reap(procs: list, timeout_s: float = 5.0) -> None:
+    """Wait (bounded) for killed worker processes to exit and be reaped. A SIGKILLed process
+    still frees its memory after its pipes close, which is when the pool sees it gone."""
+    for proc in procs:
+        try:
+            proc.join(timeout=timeout_s)
+        except (OSError, ValueError, AssertionError):
+            pass
 
 
 RAY_SLACK_S = 30.0  # see RayExecutor._ready
