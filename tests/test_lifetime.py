@@ -60,6 +60,50 @@ def test_a_grandchild_with_the_parent_death_signal_dies_with_its_parent():
     assert _wait_until(lambda: not _alive([child]), 10), "the child outlived its parent"
 
 
+def test_a_rank_that_starts_after_torchrun_died_exits(tmp_path):
+    """launcher -> torchrun-like middle (dies_with) -> rank in its own session, as torchrun
+    starts ranks. The launcher is SIGKILLed, the middle dies with it, and only then does the
+    rank reach its tie (a gate file: a rank still importing under load). It must exit, not
+    take its new parent for torchrun and train on."""
+    gate, rank_err = tmp_path / "gate", tmp_path / "rank.err"
+    rank = (
+        "import pathlib, time\n"
+        f"while not pathlib.Path({str(gate)!r}).exists(): time.sleep(0.05)\n"
+        "from blockqnn.evaluator.ddp_worker import tie_to_launcher\n"
+        "tie_to_launcher()\n"
+        "time.sleep(600)\n"
+    )
+    middle = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {rank!r}], start_new_session=True, "
+        f"stderr=open({str(rank_err)!r}, 'w'))\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    launcher = (
+        "import os, subprocess, sys, time\n"
+        "from blockqnn.lifetime import OWNER_ENV, dies_with\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {middle!r}], "
+        "env={**os.environ, OWNER_ENV: str(os.getpid())}, preexec_fn=dies_with(os.getpid()))\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True)
+    mid = int(owner.stdout.readline())
+    kid = psutil.Process(mid)
+    rank_pid = _wait_until(lambda: [c.pid for c in kid.children()], 60)[0]
+    try:
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        assert _wait_until(lambda: not _alive([mid]), 10), "torchrun outlived its launcher"
+        gate.touch()  # the rank reaches its tie only now, re-parented
+        assert _wait_until(lambda: not _alive([rank_pid]), 60), "the rank trained on"
+        assert "Traceback" not in rank_err.read_text()  # it exited by the tie, not a crash
+    finally:
+        for pid in _alive([mid, rank_pid]):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_a_sigkilled_master_leaves_no_ddp_process(tmp_path):
     """The master is SIGKILLed while a candidate trains with DDP on 2 processes (gloo): torchrun

@@ -1,8 +1,9 @@
 """Processes that die with their parent: pool workers with their master, torchrun with the
 process that launched a DDP candidate, each DDP rank with torchrun. The kernel's parent-death
 signal (Linux's PR_SET_PDEATHSIG) delivers SIGKILL when the parent dies however it dies
-(SIGKILL included); a watchdog thread covers the other systems and a parent that died before
-the signal was set."""
+(SIGKILL included); a watchdog thread covers the other systems. A process whose parent died
+before the signal was set has already been re-parented; naming the process that launched its
+parent (``owner``) lets it see that and exit."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import os
 import signal
 import threading
 import time
+
+import psutil
 
 PR_SET_PDEATHSIG = 1
 
@@ -25,11 +28,45 @@ def parent_death_signal(signum: int = signal.SIGKILL) -> bool:
         return False
 
 
-def die_with_parent(parent: int | None = None, poll_s: float = 0.5) -> None:
+#: The environment variable through which a DDP launcher names itself to its ranks (the
+#: ranks' grandparent: launcher -> torchrun -> rank; see :func:`die_with_parent`).
+OWNER_ENV = "BLOCKQNN_DDP_OWNER"
+
+
+def dies_with(owner: int):
+    """A ``preexec_fn``: the child gets the parent-death signal and exits at once if ``owner``
+    (its intended parent) died between the fork and this call."""
+
+    def tie() -> None:
+        parent_death_signal()
+        if os.getppid() != owner:
+            os._exit(1)
+
+    return tie
+
+
+def _child_of(pid: int, owner: int) -> bool:
+    try:
+        return psutil.Process(pid).ppid() == owner
+    except psutil.Error:
+        return False
+
+
+def die_with_parent(
+    parent: int | None = None, poll_s: float = 0.5, owner: int | None = None
+) -> None:
     """End this process when ``parent`` (default: the current parent) is gone: the parent-death
-    signal, and a daemon thread that exits the process once the parent changes."""
+    signal, and a daemon thread that exits the process once the parent changes.
+
+    ``owner``: the process that launched the parent. A process that reaches this call only
+    after its parent died has already been re-parented, and would take its new parent (init, a
+    subreaper) for its own; its parent is then no child of ``owner``, and it exits. (A DDP rank
+    spends seconds importing before it gets here: a master SIGKILLed in that window left ranks
+    training on.)"""
     parent = os.getppid() if parent is None else parent
     parent_death_signal()
+    if owner is not None and not _child_of(parent, owner):
+        os._exit(1)
 
     def watch() -> None:
         while True:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from blockqnn.errors import ConfigError
-from blockqnn.lifetime import parent_death_signal
+from blockqnn.lifetime import OWNER_ENV, dies_with
 from blockqnn.result import empty_result
 
 
@@ -60,14 +60,18 @@ def evaluate_ddp(nsc: Any, run: dict, devices: int, timeout: float | None = None
         # evaluation times out or is interrupted (an executor's hard limit, Ctrl-C). And its
         # life tied to this process: when this process dies without a word (a SIGKILLed
         # master, a pool worker killed for a hung candidate, the OOM killer), the kernel kills
-        # torchrun, and each rank dies with torchrun (ddp_worker), so nothing holds the devices.
+        # torchrun, and each rank dies with torchrun (ddp_worker; torchrun starts each rank in
+        # a session of its own, so the group kill does not reach them), so nothing holds the
+        # devices. The ranks learn this process from OWNER_ENV: one still importing when
+        # torchrun died finds itself re-parented and exits.
         proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, OWNER_ENV: str(os.getpid())},
             start_new_session=True,
-            preexec_fn=parent_death_signal,
+            preexec_fn=dies_with(os.getpid()),
         )
         try:
             out, err = proc.communicate(timeout=None if timeout is None else timeout + 60)

@@ -14,11 +14,19 @@ from omegaconf import OmegaConf
 
 from blockqnn.evaluator.lightning import LightningEvaluator
 from blockqnn.evaluator.training import train_candidate
-from blockqnn.lifetime import die_with_parent
+from blockqnn.lifetime import OWNER_ENV, die_with_parent
+
+
+def tie_to_launcher() -> None:
+    """This rank dies with torchrun, which dies with the launcher that names itself in
+    OWNER_ENV (:func:`blockqnn.evaluator.ddp.evaluate_ddp`); a rank that gets here after
+    torchrun died exits at once."""
+    owner = os.environ.get(OWNER_ENV)
+    die_with_parent(owner=int(owner) if owner else None)
 
 
 def main(src: str, dst: str) -> None:
-    die_with_parent()  # a rank dies with torchrun (which dies with whoever launched it)
+    tie_to_launcher()
     job = json.loads(Path(src).read_text())
     run = job["run"]
     seed = run.pop(
