@@ -304,6 +304,11 @@ def analyse(searches: list[dict], registered: list[dict], finals: list[dict]) ->
     for r in finals:
         by_key.setdefault(r["key"], {})[r["seed"]] = r
     seeds = sorted({r["seed"] for r in finals})
+    # While the study runs, the seeds that every registered block has finished (a partly done
+    # seed would compare some blocks on more seeds than others); before the first is finished,
+    # the blocks that have what there is.
+    finished = [s for s in seeds if all(s in by_key.get(b["key"], {}) for b in registered)]
+    seeds = finished or seeds
     complete = {k for k, v in by_key.items() if all(s in v for s in seeds)}
     names = {b["key"]: b.get("name") or b["key"][:12] for b in registered}
     table = {
@@ -443,7 +448,10 @@ def markdown(a: dict) -> str:
             f"| {t['name']} | {t['kind']} | {t['val_acc']:.4f} | {t['test_acc']:.4f}{ci} | "
             f"{t['params']:,} | {widths} |"
         )
-    if "primary" in a:
+    lines.append(f"\nFinal seeds: {a.get('final_seeds')}.")
+    if "primary" in a and a["primary"]["difference"] is None:
+        lines.append("Primary: no search's returned block has its final trainings yet.")
+    elif "primary" in a:
         pr = a["primary"]
         lines += [
             "",

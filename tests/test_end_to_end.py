@@ -128,3 +128,11 @@ def test_the_analysis_chooses_on_validation_and_tests_searches_as_the_unit():
     # fewer than 3 runs: no p-value
     few = end_to_end.analyse(searches[:2] + searches[3:5], registered, finals)
     assert few["primary"]["p_one_sided"] is None
+    # while the study runs: a seed half done is left out, and the tables print before any
+    # searched block has its trainings
+    partial = finals + [dict(finals[0], seed=9)]
+    assert end_to_end.analyse(searches, registered, partial)["final_seeds"] == [0, 1]
+    hand_only = [r for r in finals if r["key"].startswith("h") and r["seed"] == 0]
+    early = end_to_end.analyse(searches, registered, hand_only)
+    assert early["primary"]["difference"] is None and early["best_hand"]["key"] == "h1"
+    assert "no search's returned block" in end_to_end.markdown(early)
