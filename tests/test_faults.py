@@ -152,7 +152,7 @@ for fault in ("hang", "hang_hard", "crash"):
     while evaluating() and time.time() < deadline:
         time.sleep(0.1)
     out[fault]["left"] = evaluating()
-print("RESULT", json.dumps(out))
+print("RESULT", json.dumps(out), flush=True)  # before any exit hook of Ray
 """
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=400, env=ENV, cwd=ROOT
@@ -160,9 +160,11 @@ print("RESULT", json.dumps(out))
     assert out.returncode == 0, out.stderr[-3000:]
     import json
 
-    res = json.loads(
-        next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:]
-    )
+    # Ray forwards its workers' output to this stdout from a thread of its own, so the line
+    # may not start with RESULT
+    found = [line.split("RESULT ", 1)[1] for line in out.stdout.splitlines() if "RESULT " in line]
+    assert found, f"no RESULT line:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    res = json.loads(found[-1])
     for fault in ("hang", "hang_hard", "crash"):
         assert res[fault]["good"][0] == "ok" and res[fault]["left"] == [], (fault, res[fault])
     assert (
