@@ -33,16 +33,18 @@ def parent_death_signal(signum: int = signal.SIGKILL) -> bool:
 OWNER_ENV = "BLOCKQNN_DDP_OWNER"
 
 
+def _tie(parent: int) -> None:
+    """Set the parent-death signal, then exit at once if ``parent`` already died (the signal
+    only covers deaths after it is set)."""
+    parent_death_signal()
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def dies_with(owner: int):
     """A ``preexec_fn``: the child gets the parent-death signal and exits at once if ``owner``
     (its intended parent) died between the fork and this call."""
-
-    def tie() -> None:
-        parent_death_signal()
-        if os.getppid() != owner:
-            os._exit(1)
-
-    return tie
+    return lambda: _tie(owner)
 
 
 def _child_of(pid: int, owner: int) -> bool:
@@ -64,7 +66,7 @@ def die_with_parent(
     spends seconds importing before it gets here: a master SIGKILLed in that window left ranks
     training on.)"""
     parent = os.getppid() if parent is None else parent
-    parent_death_signal()
+    _tie(parent)
     if owner is not None and not _child_of(parent, owner):
         os._exit(1)
 
@@ -74,6 +76,4 @@ def die_with_parent(
                 os._exit(1)
             time.sleep(poll_s)
 
-    if os.getppid() != parent:
-        os._exit(1)
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
