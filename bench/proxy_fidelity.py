@@ -4,6 +4,8 @@ blocks (bench/results/fidelity/blocks.json) against their final-recipe validatio
 
     python bench/proxy_fidelity.py collect   # the proxies' own trainings and scores (resumable)
     python bench/proxy_fidelity.py score     # -> bench/results/fidelity/scores.json
+    python bench/proxy_fidelity.py collect --with-searched   # and the end-to-end searches'
+    python bench/proxy_fidelity.py score --with-searched     # blocks -> scores_with_searched.json
 
 Candidates (a higher score predicts a better block):
   * ``bench``: the table's proxy, experiment=bench_table, shipped as bench_proxy until now
@@ -47,16 +49,30 @@ from blockqnn.evaluator.reward import tse_signal  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 FID = ROOT / "bench" / "results" / "fidelity"
 BLOCKS = FID / "blocks.json"
+# The end-to-end searches' returned blocks, added after the fact (exploratory): the searches
+# went where the 40 pre-registered blocks never were (every one returned a block without a
+# convolution layer), so the proxy's fidelity there is measured on them too. Their final
+# accuracies are the end-to-end study's final trainings (the same recipe).
+SEARCHED = FID / "blocks_searched.json"
+E2E = ROOT / "bench" / "results"
+SEARCHED_INDEX = 100  # their indices start here, apart from the 40
 FINAL = FID / "final"
 PROXIES_DIR = FID / "proxies"
 BUDGET = 50000
 
 PROXIES = {
     "bench": ["experiment=bench_table"],
-    "bench_budget": ["experiment=bench_table", f"network.params={BUDGET}"],
+    # network.parameter_free=allow: the study measured every block, those without parameters
+    # too (the searched ones); the rule that refuses them at a budget came from this measurement.
+    "bench_budget": [
+        "experiment=bench_table",
+        f"network.params={BUDGET}",
+        "network.parameter_free=allow",
+    ],
     "econas": [
         "experiment=bench_table",
         f"network.params={BUDGET}",
+        "network.parameter_free=allow",
         "data.subset=12000",
         "data.val_fraction=0.1666667",
     ],
@@ -66,15 +82,33 @@ MUS = (0.0, 0.5, 1.0, 2.0, 4.0)
 RHOS = (0.0, 1.0, 2.0, 4.0, 8.0)
 
 
-def blocks() -> list[dict]:
-    return json.loads(BLOCKS.read_text())["blocks"]
+def searched_blocks() -> list[dict]:
+    """The end-to-end study's registered searched blocks (written once, from its registration),
+    indexed from SEARCHED_INDEX; empty before that study registered its blocks."""
+    if not SEARCHED.exists():
+        registered = _load(E2E / "end_to_end_cpu_registered.json").get("blocks", [])
+        found = [b for b in registered if b["kind"] == "searched"]
+        if not found:
+            return []
+        out = [
+            {"nsc": b["nsc"], "key": b["key"], "group": "searched", "name": b["key"][:8],
+             "index": SEARCHED_INDEX + n, "returned_by": b["returned_by"]}
+            for n, b in enumerate(found)
+        ]  # fmt: skip
+        _save(SEARCHED, {"from": "end_to_end_cpu_registered.json", "blocks": out})
+    return json.loads(SEARCHED.read_text())["blocks"]
+
+
+def blocks(with_searched: bool = False) -> list[dict]:
+    registered = json.loads(BLOCKS.read_text())["blocks"]
+    return registered + (searched_blocks() if with_searched else [])
 
 
 def _load(path: Path) -> dict:
     return load_json(path, {})
 
 
-def collect_proxy(name: str, overrides: list[str]) -> None:
+def collect_proxy(name: str, overrides: list[str], with_searched: bool = False) -> None:
     """Train every block under one proxy, both seeds; one entry per (block, seed), saved as it
     lands (a rerun skips what is there)."""
     import torch
@@ -84,7 +118,7 @@ def collect_proxy(name: str, overrides: list[str]) -> None:
     ev = evaluator_for(*overrides)
     ev.prepare()
     data["reference_flops"] = ev.reference_flops()
-    for b in blocks():
+    for b in blocks(with_searched):
         for seed in SEEDS:
             key = f"{b['index']}:{seed}"
             if key in data["runs"]:
@@ -103,12 +137,12 @@ def collect_proxy(name: str, overrides: list[str]) -> None:
         print(f"{name}: block {b['index']} done", flush=True)
 
 
-def collect_static() -> None:
+def collect_static(with_searched: bool = False) -> None:
     """Zero-cost scores (final network at init, one batch), sizes, and the surrogate."""
     import torch
 
     from blockqnn.evaluator.zero_cost import zero_cost_scores
-    from blockqnn.space.budget import resolve
+    from blockqnn.space.budget import BUDGET_KEYS, resolve
     from blockqnn.space.cost import network_cost
     from blockqnn.space.network import build_network
     from blockqnn.space.nsc import Block
@@ -120,14 +154,15 @@ def collect_static() -> None:
     x, y = next(iter(dm.train_dataloader()))
     final_spec = dict(
         kind="cifar", width=32, blocks_per_stage=2, stages=3, params=100000, flops=None,
-        max_width=256, budget_tolerance=0.03, in_channels=1, num_classes=10, input_size=14,
+        max_width=256, budget_tolerance=0.03, parameter_free="allow", in_channels=1,
+        num_classes=10, input_size=14,
     )  # fmt: skip
     bench_spec = dict(
         kind="cifar", width=12, blocks_per_stage=1, stages=3, in_channels=1, num_classes=10,
         input_size=14,
     )  # fmt: skip
     surrogate = evaluator_for("experiment=bench_table", "evaluator=surrogate")
-    for b in blocks():
+    for b in blocks(with_searched):
         key = str(b["index"])
         if key in data["blocks"]:
             continue
@@ -137,11 +172,7 @@ def collect_static() -> None:
         torch.set_num_threads(1)
         net = build_network(
             block,
-            **{
-                k: v
-                for k, v in spec.items()
-                if k not in ("params", "flops", "max_width", "budget_tolerance")
-            },
+            **{k: v for k, v in spec.items() if k not in BUDGET_KEYS},
         )
         cpu = time.process_time()
         scores = zero_cost_scores(net, x, y)
@@ -161,12 +192,17 @@ def collect_static() -> None:
 
 
 # ---------------------------------------------------------------------------- scoring
-def final_accuracy() -> tuple[dict[int, float], dict[int, list[float]]]:
+def final_accuracy(with_searched: bool = False) -> tuple[dict[int, float], dict[int, list[float]]]:
     per: dict[int, list[float]] = {}
     for p in sorted(FINAL.glob("*.json")):
         r = json.loads(p.read_text())
         if r["status"] == "ok":
             per.setdefault(r["index"], []).append(r["val_acc"])
+    if with_searched:
+        index = {b["key"]: b["index"] for b in searched_blocks()}
+        for r in load_json(E2E / "end_to_end_cpu_finals.json", []):
+            if r["key"] in index and r.get("val_acc") is not None:
+                per.setdefault(index[r["key"]], []).append(r["val_acc"])
     return {i: sum(v) / len(v) for i, v in per.items()}, per
 
 
@@ -326,9 +362,12 @@ def proxy_scores() -> dict[str, tuple[dict[int, float], float | None]]:
     return out
 
 
-def score() -> dict:
-    final, per = final_accuracy()
-    twice = [i for i, v in per.items() if len(v) >= 2]
+def score(with_searched: bool = False) -> dict:
+    """The 40 pre-registered blocks (``scores.json``, the decision), or with the searched
+    blocks added (``scores_with_searched.json``, exploratory: its blocks were not registered
+    before the proxy was chosen, and they are scored at however many final seeds they have)."""
+    final, per = final_accuracy(with_searched)
+    twice = [i for i, v in per.items() if len(v) >= 2 and i < SEARCHED_INDEX]
     table = {name: metrics(s, final, cpu) for name, (s, cpu) in proxy_scores().items()}
     result = {
         "bench": "proxy_fidelity",
@@ -342,8 +381,25 @@ def score() -> dict:
         "proxies": table,
     }
     result["decision"] = choose(result)
-    _save(FID / "scores.json", result)
+    if with_searched:
+        result["searched_blocks"] = sorted(i for i in final if i >= SEARCHED_INDEX)
+        result["searched_rank_of"] = _searched_ranks(final, proxy_scores())
+    _save(FID / ("scores_with_searched.json" if with_searched else "scores.json"), result)
     return result
+
+
+def _searched_ranks(final: dict[int, float], scores: dict) -> dict[str, dict]:
+    """Where the searched blocks sit, by the final training and by each candidate (not the
+    reward grid): their mean rank from the top (1 = best) among all scored blocks."""
+    out = {}
+    rows = {"final": final} | {k: s for k, (s, _) in scores.items() if "_mu" not in k}
+    for name, s in rows.items():
+        common = [i for i in final if i in s and math.isfinite(s[i])]
+        order = sorted(common, key=lambda i: -s[i])
+        ranks = [order.index(i) + 1 for i in common if i >= SEARCHED_INDEX]
+        if ranks:
+            out[name] = {"mean_rank": round(sum(ranks) / len(ranks), 1), "of": len(common)}
+    return out
 
 
 def markdown(r: dict) -> str:
@@ -374,14 +430,19 @@ def main() -> None:
     parser.add_argument("step", choices=["collect", "score"])
     parser.add_argument("--proxies", nargs="*", default=list(PROXIES))
     parser.add_argument("--markdown", action="store_true", help="with score: the table")
+    parser.add_argument(
+        "--with-searched",
+        action="store_true",
+        help="add the end-to-end searches' returned blocks (exploratory, after the fact)",
+    )
     a = parser.parse_args()
     if a.step == "collect":
-        collect_static()
+        collect_static(a.with_searched)
         for name in a.proxies:
-            collect_proxy(name, PROXIES[name])
+            collect_proxy(name, PROXIES[name], a.with_searched)
         print(json.dumps({"bench": "proxy_fidelity", "collected": a.proxies}))
     else:
-        r = score()
+        r = score(a.with_searched)
         if a.markdown:
             print(markdown(r))
         brief = {k: v for k, v in r.items() if k != "proxies"}
