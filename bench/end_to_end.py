@@ -4,6 +4,7 @@ then trained under the final recipe at one parameter budget; the pre-registered 
 (BENCHMARKS.md "The search at a budget, end to end") with search runs as the unit.
 
     nohup python bench/end_to_end.py > /tmp/end_to_end.log 2>&1 &   # the CPU study; resumable
+    nohup python bench/end_to_end.py --profile cpu_refuse > ... &    # the same, parameter-free rule
     python bench/end_to_end.py --profile tiny --out <dir>             # the whole pipeline, tiny
     python bench/end_to_end.py --analyse [--markdown]                 # the analysis of what is recorded
 
@@ -48,8 +49,9 @@ EQUIVALENCE_PP = 0.01  # the equivalence bound: +-1 percentage point of test acc
 #: What each profile runs (why these sizes: BENCHMARKS.md "The search at a budget, end to end").
 PROFILES = {
     "cpu": {
-        # The proxy chosen by the fidelity study (BENCHMARKS.md "Proxy fidelity").
-        "proxy": ["experiment=bench_proxy"],
+        # The proxy chosen by the fidelity study (BENCHMARKS.md "Proxy fidelity"), as the
+        # pre-registered study ran it: before network.parameter_free existed (its finding).
+        "proxy": ["experiment=bench_proxy", "network.parameter_free=allow"],
         "search": [
             "executor=pool",
             "logger=none",
@@ -94,6 +96,15 @@ PROFILES = {
             "conv5": [[1, 1, 5, 0, 0], [2, 7, 0, 0, 0]],
         },
     },
+}
+# The same study under network.parameter_free=refuse, the search's default since the "cpu"
+# study's searches all returned blocks without parameters (BENCHMARKS.md "After the searches"):
+# its own 6 + 6 searches and registration; final trainings of a block and seed that "cpu"
+# already trained under the same recipe are taken from its records, not trained again.
+PROFILES["cpu_refuse"] = {
+    **PROFILES["cpu"],
+    "proxy": ["experiment=bench_proxy"],
+    "finals_from": "cpu",
 }
 
 
@@ -222,12 +233,27 @@ class Study:
         return registered
 
     # ------------------------------------------------------------------ 3. final trainings
+    def shared_finals(self) -> dict[tuple[str, int], dict]:
+        """The final trainings of the profile named by ``finals_from`` (same recipe), by
+        (block key, seed); empty without one."""
+        source = self.p.get("finals_from")
+        if not source:
+            return {}
+        if PROFILES[source]["final"] != self.p["final"]:
+            raise SystemExit(f"finals_from={source}: its final recipe differs from {self.name}'s")
+        return {(r["key"], r["seed"]): r for r in recorded(self.out, source)[2]}
+
     def finals(self, registered: list[dict]) -> list[dict]:
         done = _load(self.finals_path, [])
         have = {(r["key"], r["seed"]) for r in done}
+        shared = self.shared_finals()
         for seed in self.p["final_seeds"]:
             for b in registered:
                 if (b["key"], seed) in have:
+                    continue
+                if (b["key"], seed) in shared:
+                    done.append({**shared[(b["key"], seed)], "from": self.p["finals_from"]})
+                    _save(self.finals_path, done)
                     continue
                 folder = self.work / f"final_{b['key'][:16]}_{seed}"
                 log(f"final {b.get('name', b['key'][:12])} ({b['kind']}) seed {seed}")

@@ -5,6 +5,7 @@ statistics on numbers worked out by hand."""
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,37 @@ def test_a_registration_is_never_changed(tmp_path):
     with pytest.raises(SystemExit, match="another registration"):
         study.register(other)
     assert json.loads((tmp_path / "end_to_end_tiny_registered.json").read_text())["blocks"] == first
+
+
+def test_a_profile_takes_the_finals_another_trained_under_the_same_recipe(tmp_path, monkeypatch):
+    """cpu_refuse's finals of a block and seed that cpu already trained come from cpu's records;
+    the others are trained; a source with another recipe is refused."""
+    tiny = end_to_end.PROFILES["tiny"]
+    monkeypatch.setitem(
+        end_to_end.PROFILES, "tiny_b", {**tiny, "finals_from": "tiny", "final_seeds": [0, 1]}
+    )
+    old = {"key": "k1", "block": [], "seed": 0, "val_acc": 0.5, "test_acc": 0.4}
+    (tmp_path / "end_to_end_tiny_finals.json").write_text(json.dumps([old]))
+    trained = []
+
+    def fake_run(script: str, args: list[str]) -> None:
+        folder = Path(next(a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")))
+        folder.mkdir(parents=True)
+        trained.append(next(a for a in args if a.startswith("seed=")))
+        metrics = {"val_acc": 0.6, "test_acc": 0.6, "params": 1, "flops": 1, "widths": [1]}
+        (folder / "metrics.json").write_text(json.dumps({**metrics, "wall_time": 1.0}))
+
+    monkeypatch.setattr(end_to_end, "run", fake_run)
+    study = end_to_end.Study("tiny_b", tmp_path, tmp_path / "work")
+    done = study.finals([{"key": "k1", "kind": "hand", "nsc": [[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]]}])
+    assert trained == ["seed=1"]  # seed 0 was cpu's
+    assert done[0] == {**old, "from": "tiny"} and done[1]["seed"] == 1
+    assert json.loads(study.finals_path.read_text()) == done
+    monkeypatch.setitem(
+        end_to_end.PROFILES, "tiny_b", {**tiny, "finals_from": "tiny", "final": ["seed=3"]}
+    )
+    with pytest.raises(SystemExit, match="final recipe differs"):
+        end_to_end.Study("tiny_b", tmp_path, tmp_path / "w2").finals([])
 
 
 def _finals(values: dict[str, list[float]]) -> list[dict]:

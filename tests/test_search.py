@@ -941,11 +941,30 @@ def test_a_folder_from_before_a_config_key_resumes_and_a_changed_value_is_refuse
     store.close()
     con = sqlite3.connect(tmp_path / "search.db")
     fp = json.loads(con.execute("SELECT value FROM meta WHERE name = 'fingerprint'").fetchone()[0])
-    for key in ("params", "flops", "max_width", "budget_tolerance", "drop_path", "channels_last"):
+    keys = ("params", "flops", "max_width", "budget_tolerance", "parameter_free")
+    for key in (*keys, "drop_path", "channels_last"):
         del fp["network"][key]
     con.execute("UPDATE meta SET value = ? WHERE name = 'fingerprint'", (json.dumps(fp),))
     con.commit()
     con.close()
     SearchStore(tmp_path / "search.db", _fp(cfg)).close()  # resumes
+    # Without a budget network.parameter_free changes nothing: either value resumes.
+    SearchStore(
+        tmp_path / "search.db", _fp(cfg_for(*QUICK, "network.parameter_free=allow"))
+    ).close()
     with pytest.raises(StoreError, match="network.params: stored null vs now 5000"):
         SearchStore(tmp_path / "search.db", _fp(cfg_for(*QUICK, "network.params=5000")))
+    # A folder searched at a budget before the key allowed blocks without parameters: it
+    # resumes as it ran, and the new default (refuse) is refused.
+    budget = cfg_for(*QUICK, "network.params=5000")
+    SearchStore(tmp_path / "b.db", _fp(budget)).close()
+    con = sqlite3.connect(tmp_path / "b.db")
+    fp = json.loads(con.execute("SELECT value FROM meta WHERE name = 'fingerprint'").fetchone()[0])
+    del fp["network"]["parameter_free"]
+    con.execute("UPDATE meta SET value = ? WHERE name = 'fingerprint'", (json.dumps(fp),))
+    con.commit()
+    con.close()
+    allow = cfg_for(*QUICK, "network.params=5000", "network.parameter_free=allow")
+    SearchStore(tmp_path / "b.db", _fp(allow)).close()
+    with pytest.raises(StoreError, match='parameter_free: stored "allow" vs now "refuse"'):
+        SearchStore(tmp_path / "b.db", _fp(budget))

@@ -82,6 +82,7 @@ class NetworkConfig:
     flops: int | None = MISSING  # or a FLOPs budget
     max_width: int = MISSING
     budget_tolerance: float = MISSING
+    parameter_free: str = MISSING  # refuse | allow: a block without parameters at a budget
 
     def __post_init__(self):
         if self.kind not in ("cifar", "imagenet"):
@@ -93,6 +94,10 @@ class NetworkConfig:
             raise ConfigError("set network.params or network.flops, not both")
         _range("network.max_width", self.max_width, 1)
         _range("network.budget_tolerance", self.budget_tolerance, 0.0, 1.0)
+        if self.parameter_free not in ("refuse", "allow"):
+            raise ConfigError(
+                f"network.parameter_free={self.parameter_free!r} must be refuse or allow"
+            )
         _range("network.blocks_per_stage", self.blocks_per_stage, 1)
         _range("network.stages", self.stages, 1, 6)
         _range("network.drop_path", self.drop_path, 0.0, 0.99)

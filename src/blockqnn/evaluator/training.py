@@ -24,7 +24,7 @@ from blockqnn.evaluator.callbacks import ChanceRestartCallback, ShapedRewardCall
 from blockqnn.evaluator.module import BlockClassifier, DivergedError
 from blockqnn.evaluator.reward import RewardConfig
 from blockqnn.result import empty_result
-from blockqnn.space.budget import OverBudget
+from blockqnn.space.budget import OverBudget, ParameterFree
 from blockqnn.space.budget import resolve as resolve_budget
 from blockqnn.space.cost import network_cost
 from blockqnn.space.nsc import Block
@@ -127,7 +127,7 @@ def train_candidate(
     out["density"] = block.density
     try:  # a budget (network.params / flops): this block's stage widths
         network, fit = resolve_budget(block, network)
-    except OverBudget as exc:
+    except (OverBudget, ParameterFree) as exc:
         return empty_result(
             "invalid", str(exc), density=block.density, wall_time=time.perf_counter() - start
         )

@@ -17,7 +17,7 @@ from blockqnn.agent import Agent, parse_schedule
 from blockqnn.config import SEARCH_TRAINER_KEYS, SearchConfig, check
 from blockqnn.errors import ConfigError
 from blockqnn.evaluator import evaluator_spec, make_evaluator
-from blockqnn.search.store import without_locations
+from blockqnn.search.store import ADDED_KEYS, without_locations
 from blockqnn.space.registry import build_space
 
 #: Keys that cannot change a search's results, so they may change between a search and its
@@ -33,6 +33,15 @@ NEUTRAL_TRAINER_KEYS = (
     "profiler",
     "barebones",
 )
+
+
+def _network_fingerprint(network: dict) -> dict:
+    """The network section as the fingerprint holds it: without a budget
+    ``network.parameter_free`` changes nothing and is held at its neutral value (ADDED_KEYS),
+    so folders from before the key resume whatever it is set to."""
+    if network.get("params") is None and network.get("flops") is None:
+        return {**network, "parameter_free": ADDED_KEYS[("network", "parameter_free")]}
+    return network
 
 
 def fingerprint(cfg: DictConfig) -> dict:
@@ -58,7 +67,7 @@ def fingerprint(cfg: DictConfig) -> dict:
             "table": _table_digest(ev["evaluator"]),
             "data": ev["data"],
             "recipe": ev["recipe"],
-            "network": ev["network"],
+            "network": _network_fingerprint(ev["network"]),
             "model": ev["model"],
             "reward": ev["reward"],
             **space_of(cfg).fingerprint(),  # NSC: max_layers (as before spaces were pluggable)

@@ -217,6 +217,7 @@ ADDED_KEYS = {
     ("network", "flops"): None,
     ("network", "max_width"): 256,
     ("network", "budget_tolerance"): 0.03,
+    ("network", "parameter_free"): "allow",
     ("reward", "signal"): "accuracy",
 }
 

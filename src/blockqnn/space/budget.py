@@ -14,6 +14,15 @@ layers only have few parameters at any width) it is built at that widest profile
 smaller count; over it even at one channel per stage (a budget below what the block's layers
 need) it does not fit: :class:`OverBudget`, which a search records as an ``invalid`` candidate
 and train.py refuses.
+
+A block whose own layers hold no parameters (pooling, identity and add layers only) is refused
+at a budget unless ``network.parameter_free=allow`` (:class:`ParameterFree`, an ``invalid``
+candidate in a search): its network spends the whole budget outside the block (the stem and the
+1x1 projections where a stage widens, at 4-6x the usual width), so the comparison is no longer
+about blocks. Measured (BENCHMARKS.md, "The search at a budget, end to end"): every
+budget-matched proxy ranked such blocks among the best (mean rank 4-13 of 47) while the final
+training ranked them 33rd of 47, and all 12 searches at a budget returned one. Without a budget
+the rule does nothing (at one width such a block is small, and the proxy sees it is weak).
 """
 
 from __future__ import annotations
@@ -26,12 +35,19 @@ from typing import Any
 from blockqnn.errors import ConfigError
 
 #: Keys of a network spec (``network.*``) that describe a budget rather than the network.
-BUDGET_KEYS = ("params", "flops", "max_width", "budget_tolerance")
+BUDGET_KEYS = ("params", "flops", "max_width", "budget_tolerance", "parameter_free")
 MEASURES = ("params", "flops")
+#: ``network.parameter_free``: what a budget does with a block whose own layers hold no
+#: parameters.
+PARAMETER_FREE = ("refuse", "allow")
 
 
 class OverBudget(ConfigError):
     """The block's network is over the budget even at its narrowest (one channel per stage)."""
+
+
+class ParameterFree(ConfigError):
+    """A block whose own layers hold no parameters, at a budget (``network.parameter_free``)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +194,21 @@ def resolve(block, spec: dict[str, Any]) -> tuple[dict[str, Any], WidthFit | Non
     if asked is None:
         return concrete, None
     measure, target = asked
+    # A spec without the key (a library call, a folder from before it): as before the rule.
+    rule = spec.get("parameter_free") or "allow"
+    if rule not in PARAMETER_FREE:
+        raise ConfigError(
+            f"network.parameter_free={rule!r} must be one of {', '.join(PARAMETER_FREE)}"
+        )
+    # lazy: cost.py imports torch; the search's master imports this module without it
+    from blockqnn.space.cost import block_params
+
+    if rule == "refuse" and block_params(block) == 0:
+        raise ParameterFree(
+            f"network.{measure}={target}: this block's layers hold no parameters (no "
+            "convolution), so its network would spend the whole budget outside the block; "
+            "network.parameter_free=allow trains it anyway"
+        )
     limits = {}  # the config's (conf/model/network); fit_widths' defaults equal them
     if spec.get("max_width") is not None:
         limits["max_width"] = int(spec["max_width"])

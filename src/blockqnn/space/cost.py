@@ -40,6 +40,31 @@ def stage_widths(width: int, stages: int, widths=None) -> tuple[int, ...]:
     return widths
 
 
+def _conv(c_in: int, c_out: int, k: int, hw: int, bn: bool = True) -> tuple[int, int]:
+    """(FLOPs, parameters) of one k x k convolution (with its batch norm) on hw pixels."""
+    return 2 * c_in * c_out * k * k * hw, c_in * c_out * k * k + (2 * c_out if bn else 0)
+
+
+def _block_layers(block: Block, w: int, hw: int) -> list[tuple[int, int]]:
+    """(FLOPs, parameters) of a block's own layers at width ``w`` on hw pixels: its
+    convolutions, each concatenation's 1x1 reduction, and the output's 1x1 reduction when it
+    has several leaves (not the projection of a wider or narrower input)."""
+    parts = [_conv(w, w, layer.kernel, hw) for layer in block.body if layer.type == LayerType.CONV]
+    parts += [_conv(2 * w, w, 1, hw)] * sum(layer.type == LayerType.CONCAT for layer in block.body)
+    if len(block.leaves) > 1:
+        parts.append(_conv(len(block.leaves) * w, w, 1, hw))
+    return parts
+
+
+def block_params(block, width: int = 1) -> int:
+    """The parameters of one block's own layers at ``width`` (see :func:`_block_layers`); 0 for
+    a block of pooling, identity and add layers only (blockqnn.space.budget refuses those at a
+    budget)."""
+    if not isinstance(block, Block):
+        block = Block.parse(block)
+    return sum(p for _, p in _block_layers(block, int(width), 1))
+
+
 def network_cost(
     block,
     kind: str = "cifar",
@@ -68,21 +93,14 @@ def network_cost(
         )
     widths = stage_widths(width, stages, widths)
     width = widths[0]
-    convs = [layer.kernel for layer in block.body if layer.type == LayerType.CONV]
-    concats = sum(layer.type == LayerType.CONCAT for layer in block.body)
-    leaves = len(block.leaves)
-
-    def conv(c_in: int, c_out: int, k: int, hw: int, bn: bool = True) -> tuple[int, int]:
-        return 2 * c_in * c_out * k * k * hw, c_in * c_out * k * k + (2 * c_out if bn else 0)
-
     flops = params = 0
     size = int(input_size)
     if kind == "imagenet":
         size = (size + 6 - 7) // 2 + 1
-        f, p = conv(in_channels, width, 7, size * size)
+        f, p = _conv(in_channels, width, 7, size * size)
         size = (size + 2 - 3) // 2 + 1
     else:
-        f, p = conv(in_channels, width, 3, size * size)
+        f, p = _conv(in_channels, width, 3, size * size)
     flops, params = flops + f, params + p
     channels = width
     for stage in range(stages):
@@ -91,11 +109,9 @@ def network_cost(
             size //= 2
         hw = size * size
         for _ in range(blocks_per_stage):
-            parts = [conv(w, w, k, hw) for k in convs] + [conv(2 * w, w, 1, hw)] * concats
+            parts = _block_layers(block, w, hw)
             if channels != w:
-                parts.append(conv(channels, w, 1, hw))
-            if leaves > 1:
-                parts.append(conv(leaves * w, w, 1, hw))
+                parts.append(_conv(channels, w, 1, hw))
             flops += sum(f for f, _ in parts)
             params += sum(p for _, p in parts)
             channels = w

@@ -195,7 +195,7 @@ def network_layout(
     from blockqnn.space.budget import resolve
     from blockqnn.space.cost import stage_widths
 
-    spec, _ = resolve(block, spec)
+    spec, _ = resolve(block, {**spec, "parameter_free": "allow"})  # the network it would get
     kind = spec.get("kind", "cifar")
     size = int(spec.get("input_size", 32))
     stages, n = int(spec.get("stages", 3)), int(spec.get("blocks_per_stage", 2))
@@ -239,7 +239,8 @@ def draw_network(
     from blockqnn.space.cost import network_cost
 
     boxes, pos = network_layout(block, spec)
-    flops, params = network_cost(block, **resolve(block, spec)[0])  # at a budget's widths
+    # at a budget's widths (a refused parameter-free block: the network it would get)
+    flops, params = network_cost(block, **resolve(block, {**spec, "parameter_free": "allow"})[0])
     chain = nx.DiGraph()
     for i, (label, colour) in enumerate(boxes):
         chain.add_node(i, label=label, colour=colour)
