@@ -320,8 +320,16 @@ def _equivalence(diffs: list[float], bound: float) -> float | None:
     return float(max(low, high))
 
 
-def analyse(searches: list[dict], registered: list[dict], finals: list[dict]) -> dict:
-    """The pre-registered analysis (BENCHMARKS.md): nothing chosen on test."""
+def analyse(
+    searches: list[dict],
+    registered: list[dict],
+    finals: list[dict],
+    final_seeds: list[int] | None = None,
+) -> dict:
+    """The pre-registered analysis (BENCHMARKS.md): nothing chosen on test. ``final_seeds``:
+    the seeds the study trains every block under; until every registered block has all of
+    them, no test figure is shown and no test is run (the test split is read once, at the end),
+    only the validation accuracies of what there is."""
     from scipy import stats
 
     from blockqnn.compare import holm
@@ -329,6 +337,9 @@ def analyse(searches: list[dict], registered: list[dict], finals: list[dict]) ->
     by_key: dict[str, dict[int, dict]] = {}
     for r in finals:
         by_key.setdefault(r["key"], {})[r["seed"]] = r
+    withheld = final_seeds is not None and not all(
+        s in by_key.get(b["key"], {}) for b in registered for s in final_seeds
+    )
     seeds = sorted({r["seed"] for r in finals})
     # While the study runs, the seeds that every registered block has finished (a partly done
     # seed would compare some blocks on more seeds than others); before the first is finished,
@@ -342,8 +353,8 @@ def analyse(searches: list[dict], registered: list[dict], finals: list[dict]) ->
             "name": names.get(k, k[:12]),
             "kind": next((b["kind"] for b in registered if b["key"] == k), "?"),
             "val_acc": round(_mean([v[s]["val_acc"] for s in seeds]), 4),
-            "test_acc": round(_mean([v[s]["test_acc"] for s in seeds]), 4),
-            "test_ci95": _ci([v[s]["test_acc"] for s in seeds]),
+            "test_acc": None if withheld else round(_mean([v[s]["test_acc"] for s in seeds]), 4),
+            "test_ci95": None if withheld else _ci([v[s]["test_acc"] for s in seeds]),
             "params": v[seeds[0]]["params"],
             "widths": v[seeds[0]]["widths"],
         }
@@ -360,6 +371,9 @@ def analyse(searches: list[dict], registered: list[dict], finals: list[dict]) ->
         "name": table[best]["name"],
         "chosen_by": "mean validation accuracy",
     }
+    if withheld:
+        out["test_withheld"] = f"until every registered block has final seeds {final_seeds}"
+        return out
 
     def diffs(strategy: str) -> list[float]:
         ds = []
@@ -469,12 +483,15 @@ def markdown(a: dict) -> str:
     ]
     for t in sorted(a.get("blocks", {}).values(), key=lambda t: -t["val_acc"]):
         ci = "" if not t["test_ci95"] else f" ({t['test_ci95'][0]:.4f}-{t['test_ci95'][1]:.4f})"
+        test = "withheld" if t["test_acc"] is None else f"{t['test_acc']:.4f}{ci}"
         widths = "/".join(map(str, t["widths"]))
         lines.append(
-            f"| {t['name']} | {t['kind']} | {t['val_acc']:.4f} | {t['test_acc']:.4f}{ci} | "
+            f"| {t['name']} | {t['kind']} | {t['val_acc']:.4f} | {test} | "
             f"{t['params']:,} | {widths} |"
         )
     lines.append(f"\nFinal seeds: {a.get('final_seeds')}.")
+    if "test_withheld" in a:
+        lines.append(f"Test accuracy withheld {a['test_withheld']}.")
     if "primary" in a and a["primary"]["difference"] is None:
         lines.append("Primary: no search's returned block has its final trainings yet.")
     elif "primary" in a:
@@ -529,7 +546,7 @@ def main(argv: list[str] | None = None) -> dict:
         searches = study.searches()
         registered = study.register(searches)
         study.finals(registered)
-    result = analyse(searches, registered, _load(study.finals_path, []))
+    result = analyse(searches, registered, _load(study.finals_path, []), study.p["final_seeds"])
     _save(study.file("analysis.json"), result)
     figure(result, study.file("final_accuracies.png"))
     if args.markdown:

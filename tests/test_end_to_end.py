@@ -168,3 +168,13 @@ def test_the_analysis_chooses_on_validation_and_tests_searches_as_the_unit():
     early = end_to_end.analyse(searches, registered, hand_only)
     assert early["primary"]["difference"] is None and early["best_hand"]["key"] == "h1"
     assert "no search's returned block" in end_to_end.markdown(early)
+    # With the study's final seeds named, no test figure and no test until every block has
+    # them all: validation only, the best hand-designed block still chosen on it.
+    pending = end_to_end.analyse(searches, registered, finals, final_seeds=[0, 1, 2])
+    assert "primary" not in pending and "secondary" not in pending
+    assert all(t["test_acc"] is None for t in pending["blocks"].values())
+    assert pending["best_hand"]["key"] == "h1" and "test_withheld" in pending
+    assert "withheld" in end_to_end.markdown(pending)
+    assert "0.99" not in json.dumps(pending)
+    done = end_to_end.analyse(searches, registered, finals, final_seeds=[0, 1])
+    assert done["primary"] == a["primary"] and "test_withheld" not in done
