@@ -19,7 +19,7 @@ A block whose own layers hold no parameters (pooling, identity and add layers on
 at a budget unless ``network.parameter_free=allow`` (:class:`ParameterFree`, an ``invalid``
 candidate in a search): its network spends the whole budget outside the block (the stem and the
 1x1 projections where a stage widens, at 4-6x the usual width), so the comparison is no longer
-about blocks. Measured (BENCHMARKS.md, "The search at a budget, end to end"): every
+about blocks. Measured (BENCHMARKS.md "Proxy fidelity", "After the searches"): every
 budget-matched proxy ranked such blocks among the best (mean rank 4-13 of 47) while the final
 training ranked them 33rd of 47, and all 12 searches at a budget returned one. Without a budget
 the rule does nothing (at one width such a block is small, and the proxy sees it is weak).
