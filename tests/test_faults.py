@@ -81,10 +81,13 @@ def test_the_pool_kills_and_replaces_a_hung_worker_and_a_crash_looping_block_fai
     try:
         pool.submit("bad", BAD)
         pool.submit("good", GOOD)
-        deadline = time.time() + 120  # until the bad block hangs in its worker (an event)
-        while not log.exists() and time.time() < deadline:
+        # until the bad block hangs in its worker (an event): its line in the log is complete
+        # (the file exists a moment before its line is written)
+        deadline, line = time.time() + 120, ""
+        while not line.endswith("\n") and time.time() < deadline:
+            line = log.read_text() if log.exists() else ""
             time.sleep(0.02)
-        hung_pid = int(log.read_text().split()[1])  # the worker that hangs
+        hung_pid = int(line.split()[1])  # the worker that hangs
         results = drain(pool)
         assert (
             results["bad"]["status"] == "timeout"
