@@ -108,6 +108,7 @@ def test_a_rank_that_starts_after_torchrun_died_exits(tmp_path):
 def test_a_sigkilled_master_leaves_no_ddp_process(tmp_path):
     """The master is SIGKILLed while a candidate trains with DDP on 2 processes (gloo): torchrun
     and both ranks end within seconds (before, they trained on, holding the devices)."""
+    err = tmp_path / "master.err"
     master = subprocess.Popen(
         search_argv(
             tmp_path / "run",
@@ -117,11 +118,13 @@ def test_a_sigkilled_master_leaves_no_ddp_process(tmp_path):
             "logger=none",
         ),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=err.open("w"),
     )
     try:
 
         def ranks():
+            if master.poll() is not None:  # it ended first: no waiting out the limit
+                return "ended"
             try:
                 kids = psutil.Process(master.pid).children(recursive=True)
             except psutil.NoSuchProcess:
@@ -130,7 +133,10 @@ def test_a_sigkilled_master_leaves_no_ddp_process(tmp_path):
             return kids if len(workers) == 2 else []
 
         group = _wait_until(ranks, 240)
-        assert group, "the DDP candidate's ranks never started"
+        why = f"master {'exited ' + str(master.returncode) if group == 'ended' else 'ran on'}"
+        assert group and group != "ended", (
+            f"the DDP candidate's ranks never started ({why}): {err.read_text()[-3000:]}"
+        )
         pids = [p.pid for p in group]
         os.kill(master.pid, signal.SIGKILL)
         master.wait()
