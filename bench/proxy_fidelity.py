@@ -368,7 +368,8 @@ def score(with_searched: bool = False) -> dict:
     before the proxy was chosen, and they are scored at however many final seeds they have)."""
     final, per = final_accuracy(with_searched)
     twice = [i for i, v in per.items() if len(v) >= 2 and i < SEARCHED_INDEX]
-    table = {name: metrics(s, final, cpu) for name, (s, cpu) in proxy_scores().items()}
+    scores = proxy_scores()
+    table = {name: metrics(s, final, cpu) for name, (s, cpu) in scores.items()}
     result = {
         "bench": "proxy_fidelity",
         "final_blocks": len(final),
@@ -383,7 +384,7 @@ def score(with_searched: bool = False) -> dict:
     result["decision"] = choose(result)
     if with_searched:
         result["searched_blocks"] = sorted(i for i in final if i >= SEARCHED_INDEX)
-        result["searched_rank_of"] = _searched_ranks(final, proxy_scores())
+        result["searched_rank_of"] = _searched_ranks(final, scores)
     _save(FID / ("scores_with_searched.json" if with_searched else "scores.json"), result)
     return result
 

@@ -25,6 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from blockqnn.errors import ConfigError
+from blockqnn.space.budget import PARAMETER_FREE
 
 # Keys renamed in this version: the old name is refused with the new one (README "Renamed keys").
 RENAMED = {
@@ -94,9 +95,10 @@ class NetworkConfig:
             raise ConfigError("set network.params or network.flops, not both")
         _range("network.max_width", self.max_width, 1)
         _range("network.budget_tolerance", self.budget_tolerance, 0.0, 1.0)
-        if self.parameter_free not in ("refuse", "allow"):
+        if self.parameter_free not in PARAMETER_FREE:
             raise ConfigError(
-                f"network.parameter_free={self.parameter_free!r} must be refuse or allow"
+                f"network.parameter_free={self.parameter_free!r} must be one of "
+                f"{', '.join(PARAMETER_FREE)}"
             )
         _range("network.blocks_per_stage", self.blocks_per_stage, 1)
         _range("network.stages", self.stages, 1, 6)
