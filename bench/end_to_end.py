@@ -126,13 +126,17 @@ def _trainings(folder: Path) -> dict:
     con = sqlite3.connect(folder / "search.db")
     episodes = con.execute("SELECT count(*) FROM episodes").fetchone()[0]
     first = con.execute(
-        "SELECT count(*) FROM episodes WHERE reused = 0 AND predicted = 0"
+        "SELECT count(*) FROM episodes WHERE reused = 0 AND predicted = 0 AND status != 'invalid'"
+    ).fetchone()[0]
+    refused = con.execute(
+        "SELECT count(*) FROM episodes WHERE reused = 0 AND status = 'invalid'"
     ).fetchone()[0]
     again = con.execute("SELECT count(*) FROM reevaluations").fetchone()[0]
     con.close()
     return {
         "episodes": episodes,
         "first_trainings": first,
+        "invalid": refused,  # refused before training (search.max_trainings spends none on them)
         "reevaluations": again,
         "unique_trainings": first + again,
     }

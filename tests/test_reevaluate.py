@@ -212,3 +212,40 @@ def test_a_resumed_loggers_counts_equal_the_live_loops(tmp_path):
     for k in ("trained", "reused_total", "predicted_total"):
         assert last[k] == search.counts[k], k
         assert run_summary(episodes)[k] == search.counts[k], k
+
+
+def test_invalid_evaluations_cost_no_training_of_the_budget(tmp_path):
+    """An `invalid` result (refused before any training: over the budget, parameter-free at a
+    budget) does not count toward search.max_trainings: the search still trains 20 blocks, and
+    the live loop, the loggers' catch-up rows and W&B's summary count the refusals apart."""
+    from blockqnn.evaluator import evaluator_spec, make_evaluator
+    from blockqnn.result import empty_result
+    from blockqnn.search.loggers import catch_up_rows, run_summary
+
+    cfg = compose_search(
+        *SURR, "space.max_layers=3", "agent.epsilon_schedule=[[1.0,8],[0.1,8]]", "agent.batch_size=8",
+        "search.max_trainings=20",
+    )  # fmt: skip
+    surrogate = make_evaluator(evaluator_spec(cfg))
+
+    def refusing(nsc, repeat=0):  # refuses about a third of the blocks, the same ones each time
+        if sum(sum(layer) for layer in nsc) % 3 == 0:
+            return empty_result("invalid", "refused")
+        return surrogate(nsc, repeat=repeat)
+
+    search = Search(cfg, tmp_path, evaluator=refusing)
+    search.run()
+    episodes = _rows(tmp_path, "episodes")
+    first = [e for e in episodes if not e["reused"] and not e["predicted"]]
+    trained = [e for e in first if e["status"] != "invalid"]
+    refused = [e for e in first if e["status"] == "invalid"]
+    assert len(trained) == 20 and refused  # refusals came on top of the 20 trainings
+    assert search.counts["trained"] == 20 and search.counts["invalid_total"] == len(refused)
+    store = SearchStore(tmp_path / "search.db", fingerprint_of(cfg))
+    stored = store.episodes()
+    store.close()
+    last = catch_up_rows(stored, set())[-1]
+    for k in ("trained", "invalid_total", "reused_total", "predicted_total"):
+        assert last[k] == search.counts[k] == run_summary(stored)[k], k
+    Search(cfg, tmp_path, evaluator=refusing).run()  # a resume counts them apart too: no more
+    assert _rows(tmp_path, "episodes") == episodes

@@ -40,6 +40,24 @@ RETRIED = ("failed", "timeout")
 MEASURED_STATUSES = ("ok", "invalid", "diverged", "oom")
 
 
+#: The running counts of a search's finished episodes (progress line, W&B, summary): each
+#: finished episode adds to exactly one (re-evaluations, fresh draws of a reused block, are
+#: counted apart). ``trained`` is what ``search.max_trainings`` spends.
+COUNTS = ("trained", "invalid_total", "reused_total", "predicted_total")
+
+
+def count_name(status: str, reused: bool, predicted: bool) -> str:
+    """Which of ``COUNTS`` a finished episode adds to: a reused or predicted result costs no
+    training, and neither does an ``invalid`` one (refused before any training: over the
+    budget, parameter-free at a budget, not buildable), so a search's budget in trainings
+    (``search.max_trainings``) counts real trainings only."""
+    if reused:
+        return "reused_total"
+    if predicted:
+        return "predicted_total"
+    return "invalid_total" if status == "invalid" else "trained"
+
+
 def is_measured(row: dict[str, Any]) -> bool:
     """The one predicate for "a measured episode" (or re-evaluation): its reward came from
     evaluating the block, not from a prediction, and it neither failed (a bug, a lost worker),

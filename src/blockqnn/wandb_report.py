@@ -39,6 +39,7 @@ TABLE = (
     "best_flops",
     "best_nsc",
     "trained",
+    "invalid_total",
     "reused_total",
     "predicted_total",
 )

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from blockqnn.result import is_measured, widths_text
+from blockqnn.result import COUNTS as RESULT_COUNTS
+from blockqnn.result import count_name, is_measured, widths_text
 from blockqnn.space.registry import draw_arch, parse_any
 from blockqnn.wandb_files import history_rows
 
@@ -36,7 +37,7 @@ FIELDS = [
     "nsc",
 ]
 # Logged per episode to W&B besides FIELDS: running counts and the search's elapsed time.
-COUNTS = ["trained", "reused_total", "predicted_total", "elapsed_s", "wall_time"]
+COUNTS = [*RESULT_COUNTS, "elapsed_s", "wall_time"]
 
 
 class NoLogger:
@@ -100,18 +101,12 @@ def catch_up_rows(episodes: list[dict], logged: set[int]) -> list[dict]:
     running figures (best measured reward, counts) recomputed from the store's episodes."""
 
     rows, best = [], None
-    counts = {"trained": 0, "reused_total": 0, "predicted_total": 0}
+    counts = dict.fromkeys(RESULT_COUNTS, 0)
     for e in episodes:
         if e["status"] == "running":
             continue
         if not e.get("retrained"):  # a fresh draw is a re-evaluation, as the live loop counts it
-            counts[
-                "reused_total"
-                if e["reused"]
-                else "predicted_total"
-                if e["predicted"]
-                else "trained"
-            ] += 1
+            counts[count_name(e["status"], e["reused"], e["predicted"])] += 1
         if is_measured(e) and (best is None or e["reward"] > best):
             best = e["reward"]
         if e["id"] not in logged:
@@ -146,8 +141,8 @@ def catch_up_rows(episodes: list[dict], logged: set[int]) -> list[dict]:
 
 def run_summary(episodes: list[dict]) -> dict[str, Any]:
     """A finished search's figures for W&B's summary: the mean reward of each epsilon stage
-    (``stage_mean_reward/<epsilon>``, the paper's figure) and the counts of trained, reused and
-    predicted episodes."""
+    (``stage_mean_reward/<epsilon>``, the paper's figure) and the counts of trained, invalid,
+    reused and predicted episodes (``result.COUNTS``)."""
     stages: dict[float, list[float]] = {}
     for e in episodes:
         if e["status"] not in ("running", "failed") and e["reward"] is not None:
@@ -155,12 +150,10 @@ def run_summary(episodes: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {
         f"stage_mean_reward/{eps:g}": sum(v) / len(v) for eps, v in sorted(stages.items())
     }
-    done = [e for e in episodes if e["status"] != "running"]
-    out.update(
-        trained=sum(1 for e in done if not e["reused"] and not e["predicted"]),
-        reused_total=sum(1 for e in done if e["reused"] and not e.get("retrained")),
-        predicted_total=sum(1 for e in done if e["predicted"]),
-    )
+    out.update(dict.fromkeys(RESULT_COUNTS, 0))
+    for e in episodes:
+        if e["status"] != "running" and not e.get("retrained"):
+            out[count_name(e["status"], e["reused"], e["predicted"])] += 1
     return out
 
 

@@ -19,7 +19,7 @@ from blockqnn.data.shapes import network_spec
 from blockqnn.errors import BlockQNNError, ConfigError
 from blockqnn.listing import outputs_line
 from blockqnn.predictor import predicted_result
-from blockqnn.result import RETRIED, evaluation_seed, is_measured
+from blockqnn.result import COUNTS, RETRIED, count_name, evaluation_seed, is_measured
 from blockqnn.search.lock import RunLock
 from blockqnn.search.outputs import write_outputs
 from blockqnn.search.progress import SearchProgress, expected_time, startup_panel, summary_table
@@ -169,12 +169,13 @@ class Search:
             self.progress = SearchProgress(console, self.total, done, self.best)
             finished = [e for e in episodes if e["status"] != "running"]
             fresh = store.retrained_episodes()  # reused rows that hold a fresh draw
-            self.counts = {
-                "trained": sum(1 for e in finished if not e["reused"] and not e["predicted"]),
-                "reused_total": sum(1 for e in finished if e["reused"] and e["id"] not in fresh),
-                "predicted_total": sum(1 for e in finished if e["predicted"]),
-                "reevaluated": sum(1 for r in store.reevaluations() if r["status"] != "running"),
-            }
+            self.counts = dict.fromkeys(COUNTS, 0)
+            for e in finished:
+                if e["id"] not in fresh:  # a fresh draw is a re-evaluation (counted below)
+                    self.counts[count_name(e["status"], e["reused"], e["predicted"])] += 1
+            self.counts["reevaluated"] = sum(
+                1 for r in store.reevaluations() if r["status"] != "running"
+            )
             self._started = time.monotonic()
             self._committed_at = time.monotonic()
             self._uncommitted_work = 0.0  # evaluation seconds of the results not yet committed
@@ -289,7 +290,8 @@ class Search:
 
     def _trainings_spent(self) -> bool:
         """Whether ``search.max_trainings`` is reached: the blocks trained (first trainings,
-        neither reused nor predicted) and those being trained or queued to be."""
+        neither reused, predicted nor refused as invalid) and those being trained or queued to
+        be."""
         if self.max_trainings is None:
             return False
         return self.counts["trained"] + len(self.in_flight_keys) >= self.max_trainings
@@ -643,13 +645,7 @@ class Search:
         if (not reused or retrained) and not predicted:
             self._uncommitted_work += float(result.get("wall_time") or 0.0)
         self.counts[
-            "reevaluated"
-            if retrained
-            else "reused_total"
-            if reused
-            else "predicted_total"
-            if predicted
-            else "trained"
+            "reevaluated" if retrained else count_name(result["status"], reused, predicted)
         ] += 1
         improved = is_measured({**result, "predicted": predicted}) and (
             self.best is None or reward > self.best

@@ -90,6 +90,7 @@ class SearchProgress:
             else (
                 f"T{counts['trained']} R{counts['reused_total']}"
                 + (f" P{counts['predicted_total']}" if counts["predicted_total"] else "")
+                + (f" I{counts['invalid_total']}" if counts.get("invalid_total") else "")
             )
         )
         self._push(
