@@ -43,6 +43,7 @@ from scipy.stats import kendalltau
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import evaluator_for, load_json  # noqa: E402
 from _common import save_json as _save  # noqa: E402
+from fidelity_final import FINAL as FINAL_RECIPE  # noqa: E402
 
 from blockqnn.evaluator.reward import tse_signal  # noqa: E402
 
@@ -385,6 +386,8 @@ def score(with_searched: bool = False) -> dict:
     if with_searched:
         result["searched_blocks"] = sorted(i for i in final if i >= SEARCHED_INDEX)
         result["searched_rank_of"] = _searched_ranks(final, scores)
+        chosen = result["decision"]["chosen"]
+        result["in_block_share"] = _share(final, scores[chosen][0]) | {"proxy": chosen}
     _save(FID / ("scores_with_searched.json" if with_searched else "scores.json"), result)
     return result
 
@@ -401,6 +404,56 @@ def _searched_ranks(final: dict[int, float], scores: dict) -> dict[str, dict]:
         if ranks:
             out[name] = {"mean_rank": round(sum(ranks) / len(ranks), 1), "of": len(common)}
     return out
+
+
+def _final_records() -> dict[int, dict]:
+    """One final-recipe record per block (its widths and parameters; all seeds share them)."""
+    out = {}
+    for p in sorted(FINAL.glob("*.json")):
+        r = json.loads(p.read_text())
+        out.setdefault(r["index"], r)
+    index = {b["key"]: b["index"] for b in searched_blocks()}
+    for r in load_json(E2E / "end_to_end_cpu_finals.json", []):
+        if r["key"] in index:
+            out.setdefault(index[r["key"]], r)
+    return out
+
+
+def _share(final: dict[int, float], proxy: dict[int, float]) -> dict:
+    """Whether a rule "at least this share of the budget inside the blocks" would remove more
+    of the proxy's blind spot than "some parameters inside the blocks" does: each block's share
+    of its final network's parameters held by its own layers (the rest: stem, projections,
+    classifier), and, over the blocks with parameters, Kendall tau of that share against the
+    final accuracy, against the proxy, and against the proxy's rank error (its rank minus the
+    final training's; a rule by share helps only where this is clearly non-zero)."""
+    from blockqnn.space.cost import block_params
+
+    records, nsc = _final_records(), {b["index"]: b["nsc"] for b in blocks(True)}
+    n = int(
+        next(o for o in FINAL_RECIPE if o.startswith("network.blocks_per_stage=")).split("=")[1]
+    )
+    share = {
+        i: n * sum(block_params(nsc[i], w) for w in records[i]["widths"]) / records[i]["params"]
+        for i in final
+        if i in records and i in proxy
+    }
+    with_params = [i for i in share if share[i] > 0]
+
+    def rank(s: dict) -> dict[int, int]:
+        order = sorted(with_params, key=lambda i: -s[i])
+        return {i: order.index(i) + 1 for i in with_params}
+
+    fr, pr = rank(final), rank(proxy)
+    x = [share[i] for i in with_params]
+    return {
+        "share": {str(i): round(v, 4) for i, v in sorted(share.items())},
+        "parameter_free": sum(1 for v in share.values() if v == 0),
+        "with_parameters": len(with_params),
+        "min_share_with_parameters": _r(min(x)) if x else None,
+        "tau_share_final": _r(_tau(x, [final[i] for i in with_params])),
+        "tau_share_proxy": _r(_tau(x, [proxy[i] for i in with_params])),
+        "tau_share_rank_error": _r(_tau(x, [pr[i] - fr[i] for i in with_params])),
+    }
 
 
 def markdown(r: dict) -> str:
