@@ -68,7 +68,9 @@ PROFILES = {
         "hand": "registered",  # the fidelity study's hand-designed blocks (blocks.json)
     },
     "tiny": {
-        "proxy": ["debug=smoke", "network.params=3000"],
+        # cpu's pipeline in miniature (its parameter_free too: at 2 layers, refused blocks
+        # would take up the 6 episodes and leave the budget in trainings unspent).
+        "proxy": ["debug=smoke", "network.params=3000", "network.parameter_free=allow"],
         "search": [
             "logger=none",
             "space.max_layers=2",
