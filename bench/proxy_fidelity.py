@@ -193,17 +193,22 @@ def collect_static(with_searched: bool = False) -> None:
 
 
 # ---------------------------------------------------------------------------- scoring
-def final_accuracy(with_searched: bool = False) -> tuple[dict[int, float], dict[int, list[float]]]:
+def final_accuracy(
+    with_searched: bool = False, seeds: set[int] | None = None
+) -> tuple[dict[int, float], dict[int, list[float]]]:
+    """Each block's mean final validation accuracy (and its per-seed values), over ``seeds``
+    (all recorded seeds when None)."""
     per: dict[int, list[float]] = {}
     for p in sorted(FINAL.glob("*.json")):
         r = json.loads(p.read_text())
-        if r["status"] == "ok":
+        if r["status"] == "ok" and (seeds is None or r.get("seed", 0) in seeds):
             per.setdefault(r["index"], []).append(r["val_acc"])
     if with_searched:
         index = {b["key"]: b["index"] for b in searched_blocks()}
         for r in load_json(E2E / "end_to_end_cpu_finals.json", []):
             if r["key"] in index and r.get("val_acc") is not None:
-                per.setdefault(index[r["key"]], []).append(r["val_acc"])
+                if seeds is None or r["seed"] in seeds:
+                    per.setdefault(index[r["key"]], []).append(r["val_acc"])
     return {i: sum(v) / len(v) for i, v in per.items()}, per
 
 
@@ -382,11 +387,20 @@ def score(with_searched: bool = False) -> dict:
         "final_range": [min(final.values()), max(final.values())] if final else None,
         "proxies": table,
     }
-    result["decision"] = choose(result)
-    if with_searched:
+    if not with_searched:
+        result["decision"] = choose(result)
+    else:
+        # The decision is the pre-registered one, on the 40 blocks (scores.json); the searched
+        # blocks were chosen by searches on that proxy, so they cannot re-decide it.
+        registered = json.loads((FID / "scores.json").read_text())["decision"]
+        result["decision_of_the_40_blocks"] = registered
         result["searched_blocks"] = sorted(i for i in final if i >= SEARCHED_INDEX)
         result["searched_rank_of"] = _searched_ranks(final, scores)
-        chosen = result["decision"]["chosen"]
+        # Seed 0 is the one seed every block has: a like-for-like ranking beside the one at
+        # all seeds (the searched blocks have 4, the registered ones 1 or 2).
+        final0, _ = final_accuracy(with_searched, seeds={0})
+        result["searched_rank_of_seed0"] = {"final": _searched_ranks(final0, {})["final"]}
+        chosen = registered["chosen"]
         result["in_block_share"] = _share(final, scores[chosen][0]) | {"proxy": chosen}
     _save(FID / ("scores_with_searched.json" if with_searched else "scores.json"), result)
     return result
