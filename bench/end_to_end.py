@@ -99,13 +99,14 @@ PROFILES = {
         },
     },
 }
-# The same study under network.parameter_free=refuse, the search's default since the "cpu"
-# study's searches all returned blocks without parameters (BENCHMARKS.md "After the searches"):
+# The same study under network.parameter_free=refuse (an option; the search's default for a day
+# after the "cpu" study's searches all returned blocks without parameters, BENCHMARKS.md "After
+# the searches"):
 # its own 6 + 6 searches and registration; final trainings of a block and seed that "cpu"
 # already trained under the same recipe are taken from its records, not trained again.
 PROFILES["cpu_refuse"] = {
     **PROFILES["cpu"],
-    "proxy": ["experiment=bench_proxy"],
+    "proxy": ["experiment=bench_proxy", "network.parameter_free=refuse"],
     "finals_from": "cpu",
 }
 

@@ -67,8 +67,8 @@ def test_the_configs_hold_the_rules_defaults():
         assert cfg.network.params is None and cfg.network.flops is None
         assert cfg.network.max_width == defaults["max_width"].default
         assert cfg.network.budget_tolerance == defaults["tolerance"].default
-    # A search at a budget refuses blocks without parameters; train.py trains what it is given.
-    assert compose_search().network.parameter_free == "refuse"
+    # Both train blocks without parameters at a budget unless told to refuse them.
+    assert compose_search().network.parameter_free == "allow"
     assert compose_train().network.parameter_free == "allow"
 
 
@@ -131,10 +131,14 @@ def test_a_parameter_free_block_is_refused_at_a_budget_unless_allowed():
 
 def test_a_search_at_a_budget_records_parameter_free_blocks_invalid(tmp_path):
     """One-layer blocks (most of them pools or an identity): those without parameters are
-    invalid candidates that never train, the others train at the budget; the search returns a
-    block with a convolution."""
+    invalid candidates that never train under ``network.parameter_free=refuse``, the others
+    train at the budget; the search returns a block with a convolution."""
     db = _search_at_15k(
-        tmp_path / "s", "agent=random", "space.max_layers=1", "search.max_episodes=8"
+        tmp_path / "s",
+        "agent=random",
+        "space.max_layers=1",
+        "search.max_episodes=8",
+        "network.parameter_free=refuse",
     )
     rows = db.execute("SELECT nsc, status, error, epochs FROM episodes").fetchall()
     free = [r for r in rows if block_params(json.loads(r[0])) == 0]
@@ -150,7 +154,7 @@ def test_search_and_train_choose_the_same_widths(tmp_path):
     search's best block builds the network with the same widths and about the same count."""
     db = _search_at_15k(tmp_path / "s", "search.max_episodes=3")
     rows = db.execute("SELECT params, widths, status FROM episodes WHERE status = 'ok'").fetchall()
-    assert rows and all(w for _, w, _ in rows)  # (blocks without parameters are invalid)
+    assert rows and all(w for _, w, _ in rows)
     for params, _, _ in rows:
         assert abs(params - 15000) <= 450
     best = json.loads((tmp_path / "s" / "best_block.json").read_text())

@@ -954,8 +954,8 @@ def test_a_folder_from_before_a_config_key_resumes_and_a_changed_value_is_refuse
     ).close()
     with pytest.raises(StoreError, match="network.params: stored null vs now 5000"):
         SearchStore(tmp_path / "search.db", _fp(cfg_for(*QUICK, "network.params=5000")))
-    # A folder searched at a budget before the key allowed blocks without parameters: it
-    # resumes as it ran, and the new default (refuse) is refused.
+    # A folder searched at a budget before the key existed trained blocks without parameters:
+    # it resumes as "allow" (the default), and "refuse" is refused.
     budget = cfg_for(*QUICK, "network.params=5000")
     SearchStore(tmp_path / "b.db", _fp(budget)).close()
     con = sqlite3.connect(tmp_path / "b.db")
@@ -964,7 +964,7 @@ def test_a_folder_from_before_a_config_key_resumes_and_a_changed_value_is_refuse
     con.execute("UPDATE meta SET value = ? WHERE name = 'fingerprint'", (json.dumps(fp),))
     con.commit()
     con.close()
-    allow = cfg_for(*QUICK, "network.params=5000", "network.parameter_free=allow")
-    SearchStore(tmp_path / "b.db", _fp(allow)).close()
+    refuse = cfg_for(*QUICK, "network.params=5000", "network.parameter_free=refuse")
+    SearchStore(tmp_path / "b.db", _fp(budget)).close()
     with pytest.raises(StoreError, match='parameter_free: stored "allow" vs now "refuse"'):
-        SearchStore(tmp_path / "b.db", _fp(budget))
+        SearchStore(tmp_path / "b.db", _fp(refuse))
