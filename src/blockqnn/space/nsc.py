@@ -19,8 +19,6 @@ from enum import IntEnum
 from functools import cache, cached_property
 from typing import Any, NamedTuple
 
-import igraph  # bliss canonical labelling of the coloured DAG (imported once, not in an evaluation)
-
 from blockqnn.errors import BlockError, ConfigError
 from blockqnn.space.base import SearchSpace
 
@@ -323,6 +321,11 @@ class Block:
         return known
 
     def _canonical(self) -> Block:
+        # bliss canonical labelling of the coloured DAG. Imported here, not at the top: igraph
+        # imports matplotlib (0.5 s), which every process that imports the package (evaluation
+        # workers, DDP ranks, every entry script) would pay, and only labelling needs it.
+        import igraph
+
         body = self.body
         labels = [(0, 0)] + [_colour(layer) for layer in body]
         palette = sorted(set(labels))
