@@ -129,8 +129,14 @@ def test_a_sigkilled_master_leaves_no_ddp_process(tmp_path):
                 kids = psutil.Process(master.pid).children(recursive=True)
             except psutil.NoSuchProcess:
                 return []
-            workers = [p for p in kids if "blockqnn.evaluator.ddp_worker" in _cmdline(p)]
-            return kids if len(workers) == 2 else []
+            # torchrun's own command line names the worker module too: count the ranks only
+            # (counting torchrun as well made this wait for a gap between spawns, up to minutes).
+            lines = [_cmdline(p) for p in kids]
+            launchers = [c for c in lines if "torch.distributed.run" in c]
+            ranks = [
+                c for c in lines if "blockqnn.evaluator.ddp_worker" in c and c not in launchers
+            ]
+            return kids if len(launchers) == 1 and len(ranks) == 2 else []
 
         group = _wait_until(ranks, 240)
         why = f"master {'exited ' + str(master.returncode) if group == 'ended' else 'ran on'}"
