@@ -5,11 +5,17 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import strategies as st
 
 from blockqnn.space.nsc import Block, LayerType, legal_actions
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: Tests that start Ray evaluation tasks or DDP ranks. Some tests find those by scanning every
+#: process of the machine ("nothing left running"), so under pytest-xdist (the suite runs on two
+#: workers) all of them run in one group, one after another, never beside each other.
+MACHINE_WIDE = pytest.mark.xdist_group("machine_wide")
 
 
 def search_argv(run_dir, *extra) -> list[str]:

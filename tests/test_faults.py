@@ -14,6 +14,9 @@ import psutil
 import pytest
 
 from tests.faults import BAD, FAULTY, GOOD, attempts, drain, evaluating, spec
+from tests.helpers import MACHINE_WIDE
+
+pytestmark = MACHINE_WIDE
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

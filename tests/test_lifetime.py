@@ -10,7 +10,9 @@ import time
 import psutil
 import pytest
 
-from tests.helpers import search_argv
+from tests.helpers import MACHINE_WIDE, search_argv
+
+pytestmark = MACHINE_WIDE
 
 
 def _alive(pids) -> list[int]:

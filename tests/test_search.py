@@ -22,6 +22,7 @@ from tests.conftest import (
     run_entry,
 )
 from tests.faults import killed_search
+from tests.helpers import MACHINE_WIDE
 
 QUICK = SMOKE
 cfg_for = compose_search
@@ -566,6 +567,7 @@ def _lines(path) -> list[str]:
 
 
 @pytest.mark.slow
+@MACHINE_WIDE
 def test_ray_executor_search(tmp_path, local_reference):
     run = tmp_path / "run"
     out = subprocess.run(
@@ -581,6 +583,7 @@ def test_ray_executor_search(tmp_path, local_reference):
 
 
 @pytest.mark.slow
+@MACHINE_WIDE
 def test_ddp_per_candidate_search(tmp_path):
     """Each candidate trains on 2 processes; recipe.batch_size is the global batch (half each)."""
     run, seen = tmp_path / "run", tmp_path / "batches"
@@ -605,6 +608,7 @@ def test_ddp_per_candidate_search(tmp_path):
 
 
 @pytest.mark.slow
+@MACHINE_WIDE
 def test_ddp_ranks_agree_when_one_rank_fails(tmp_path):
     """One rank runs out of memory while the other waits in a collective: the candidate is
     recorded `oom` at once (not after the backend's 30-minute timeout), nothing left running."""
@@ -644,6 +648,7 @@ def test_ddp_ranks_agree_when_one_rank_fails(tmp_path):
 
 
 @pytest.mark.slow
+@MACHINE_WIDE
 def test_local_ray_listens_on_loopback_only():
     import ipaddress
 
