@@ -4,10 +4,19 @@ built from them, and a fast deterministic stand-in evaluator for the loop's book
 import os
 from pathlib import Path
 
-import pytest
-from hydra import compose, initialize_config_dir
+# Under pytest-xdist (pyproject's addopts: two workers) each worker's trainings, in process and
+# in the subprocesses it starts, get their share of the cores: two workers whose torch each
+# spins a thread per core oversubscribe them (measured: a 12 s module fixture took 70 s when
+# both workers ran it). Set before torch is imported; a value the user set is kept.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
-import blockqnn  # noqa: F401  registers the config schemas
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+import blockqnn  # noqa: E402, F401  registers the config schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A search that runs in seconds (conf/debug/smoke.yaml), logging to CSV.
