@@ -228,19 +228,19 @@ def draw_network(
     """Draw the network ``block`` is stacked into (``spec``: the network section with
     ``num_classes``, ``in_channels`` and ``input_size``): stem, stages of N blocks with their
     widths and sizes, pooling, head (left), params and FLOPs in the title, the block (right)."""
-    # lazy: only the drawings need it
-    # lazy: plotting only where a figure is drawn (master start-up)
+    # lazy: plotting only where a figure is drawn; budget.py's and cost.py's counts import torch,
+    # which the search's master does not need to start
     import networkx as nx
     from matplotlib.figure import Figure
 
-    from blockqnn.space.budget import resolve  # lazy, as network_cost: its counts import torch
-
-    # lazy: cost.py imports torch, which the search's master does not need to start
+    from blockqnn.space.budget import resolve
     from blockqnn.space.cost import network_cost
 
-    boxes, pos = network_layout(block, spec)
-    # at a budget's widths (a refused parameter-free block: the network it would get)
-    flops, params = network_cost(block, **resolve(block, {**spec, "parameter_free": "allow"})[0])
+    # At a budget: its widths, fitted once (a refused parameter-free block: the network it
+    # would get); the layout and the counts then read the same concrete spec.
+    concrete, _ = resolve(block, {**spec, "parameter_free": "allow"})
+    boxes, pos = network_layout(block, concrete)
+    flops, params = network_cost(block, **concrete)
     chain = nx.DiGraph()
     for i, (label, colour) in enumerate(boxes):
         chain.add_node(i, label=label, colour=colour)
