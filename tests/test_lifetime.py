@@ -136,7 +136,9 @@ def test_a_sigkilled_master_leaves_no_ddp_process(tmp_path):
             lines = [_cmdline(p) for p in kids]
             launchers = [c for c in lines if "torch.distributed.run" in c]
             ranks = [
-                c for c in lines if "blockqnn.evaluator.ddp_worker" in c and c not in launchers
+                c
+                for c in lines
+                if "blockqnn.evaluator.ddp_worker" in c and "torch.distributed.run" not in c
             ]
             return kids if len(launchers) == 1 and len(ranks) == 2 else []
 

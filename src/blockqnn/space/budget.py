@@ -20,8 +20,8 @@ whole budget outside the block (the stem and the 1x1 projections where a stage w
 the usual width). ``network.parameter_free=refuse`` refuses it at a budget (:class:`ParameterFree`,
 an ``invalid`` candidate in a search); ``allow``, the default, trains it. Measured
 (BENCHMARKS.md "After the searches"): all 12 searches at a budget returned such a block; the
-budget-matched proxies rank them 4th-13th of 47 blocks and the final training, at four seeds,
-6th-17th, an error no larger than the proxy's on other blocks, so refusing them is a choice,
+budget-matched proxies rank them at a mean of 4th-13th of 47 blocks and the final training, at
+four seeds, 6th-17th, an error no larger than the proxy's on other blocks, so refusing them is a choice,
 not a correction. Without a budget the rule does nothing.
 """
 
